@@ -1,0 +1,45 @@
+# nas-attn: two commands on a fresh machine.
+#   make demo   install what is needed, then run the quickstart on the embedded dataset
+#   make test   install what is needed, then run the whole test suite
+# Everything is installed into .venv; torch is pinned to the CPU build this project is tested on.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export RAY_AUTH_MODE ?= disabled
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv demo test test-fast lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,postgres]"
+	rm -f $(VENV)/.stamp-*
+	touch $@
+
+demo: venv
+	$(VENV)/bin/nas-attn zoo --channels 64 --size 16 16
+
+test: venv
+	bash scripts/test-setup.sh
+	$(VENV)/bin/ruff check nas_attn tests benchmarks
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not ray and not browser and not postgres and not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check nas_attn tests benchmarks
+	$(VENV)/bin/ruff format --check nas_attn tests benchmarks
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

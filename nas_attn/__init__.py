@@ -1,0 +1,31 @@
+"""nas-attn: find out, with evidence, which attention module belongs where in a CNN.
+
+``import nas_attn`` stays light: torch and the zoo load on first use of ``build_model`` or
+``profile``; Ray, plotly and the ONNX stack load only where they are used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ArchSpec": "nas_attn.arch",
+    "build_model": "nas_attn.arch",
+    "canonicalize": "nas_attn.arch",
+    "load_spec": "nas_attn.arch",
+    "spec_hash": "nas_attn.arch",
+    "profile": "nas_attn.cost",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nas_attn' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,335 @@
+"""The architecture spec: the tool's central data type.
+
+A plain, JSON/YAML-serialisable description of one network::
+
+    backbone: resnet50            # registered backbone name
+    backbone_args: {}             # e.g. {width_mult: 0.75} for mobilenetv2
+    num_classes: 1000
+    in_chans: 3
+    stages:                       # one entry per stage, in order; omitted stages have no attention
+      - attention: {type: se, rd_ratio: 0.0625}   # or null
+        position: post_bn         # pre | mid | post_bn | post_add | identity
+        blocks: all               # all | first | last | [block indices]
+        conv: standard            # standard | rfaconv | rfcaconv | rfcbamconv (or {type: ..., **hp})
+        fusion: none              # none | sda (or {type: sda, **hp})
+
+:func:`canonicalize` resolves a spec against its backbone's layout (defaults written out, block
+selections resolved, settings that cannot matter dropped) and validates it; :func:`spec_hash`
+hashes the canonical form, so two specs that build the same network share a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import ConfigError, SpecError
+
+DEFAULT_POSITION = "post_bn"
+STAGE_KEYS = ("attention", "position", "blocks", "conv", "fusion")
+SPEC_KEYS = ("backbone", "backbone_args", "num_classes", "in_chans", "stages")
+BLOCK_KEYWORDS = ("all", "first", "last")
+
+
+@dataclass(frozen=True)
+class ModuleChoice:
+    """A registered module with its hyperparameters, e.g. ``{type: se, rd_ratio: 0.25}``."""
+
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **{k: _plain(v) for k, v in self.params.items()}}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    attention: ModuleChoice | None = None
+    position: str = DEFAULT_POSITION
+    blocks: str | tuple[int, ...] = "all"
+    conv: ModuleChoice | None = None  # None = standard conv
+    fusion: ModuleChoice | None = None  # None = no fusion
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attention": self.attention.to_dict() if self.attention else None,
+            "position": self.position,
+            "blocks": self.blocks if isinstance(self.blocks, str) else list(self.blocks),
+            "conv": self.conv.to_dict() if self.conv else "standard",
+            "fusion": self.fusion.to_dict() if self.fusion else "none",
+        }
+
+    @property
+    def is_plain(self) -> bool:
+        return self.attention is None and self.conv is None and self.fusion is None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    backbone: str
+    num_classes: int = 10
+    in_chans: int = 3
+    stages: tuple[StageSpec, ...] = ()
+    backbone_args: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "backbone_args": {k: _plain(v) for k, v in self.backbone_args.items()},
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _check_keys(d: Mapping[str, Any], allowed: Sequence[str], field: str) -> None:
+    for k in d:
+        if k not in allowed:
+            raise SpecError(f"{field}.{k}" if field else str(k), k, "unknown key", allowed)
+
+
+def _parse_choice(value: Any, field: str, none_words: tuple[str, ...]) -> ModuleChoice | None:
+    if value is None or (isinstance(value, str) and value in none_words):
+        return None
+    if isinstance(value, str):
+        return ModuleChoice(value, {})
+    if isinstance(value, Mapping):
+        if "type" not in value:
+            raise SpecError(f"{field}.type", None, "missing module type")
+        t = value["type"]
+        if t is None or t in none_words:
+            extra = [k for k in value if k != "type"]
+            if extra:
+                raise SpecError(f"{field}.{extra[0]}", value[extra[0]], "hyperparameter given without a module")
+            return None
+        if not isinstance(t, str):
+            raise SpecError(f"{field}.type", t, "expected a module name")
+        return ModuleChoice(t, {k: v for k, v in value.items() if k != "type"})
+    raise SpecError(field, value, "expected a module name, a mapping with 'type', or null")
+
+
+def _parse_blocks(value: Any, field: str) -> str | tuple[int, ...]:
+    if isinstance(value, str):
+        if value not in BLOCK_KEYWORDS:
+            raise SpecError(field, value, "unknown block selection", [*BLOCK_KEYWORDS, "[indices]"])
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, Sequence) and value and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in value
+    ):
+        return tuple(value)
+    raise SpecError(field, value, "expected all, first, last or a non-empty list of block indices")
+
+
+def _parse_stage(d: Any, field: str) -> StageSpec:
+    if d is None:
+        return StageSpec()
+    if not isinstance(d, Mapping):
+        raise SpecError(field, d, "expected a mapping with keys", STAGE_KEYS)
+    _check_keys(d, STAGE_KEYS, field)
+    position = d.get("position", DEFAULT_POSITION)
+    if not isinstance(position, str):
+        raise SpecError(f"{field}.position", position, "expected a position name")
+    return StageSpec(
+        attention=_parse_choice(d.get("attention"), f"{field}.attention", ("none",)),
+        position=position,
+        blocks=_parse_blocks(d.get("blocks", "all"), f"{field}.blocks"),
+        conv=_parse_choice(d.get("conv"), f"{field}.conv", ("standard", "none")),
+        fusion=_parse_choice(d.get("fusion"), f"{field}.fusion", ("none",)),
+    )
+
+
+def _positive_int(v: Any, field: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise SpecError(field, v, "expected a positive integer")
+    return v
+
+
+def parse_spec(data: Mapping[str, Any] | ArchSpec) -> ArchSpec:
+    """Parse a dict (as read from YAML/JSON) into an ArchSpec. Does not resolve or validate
+    against the backbone; :func:`canonicalize` does that."""
+    if isinstance(data, ArchSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise SpecError("spec", data, "expected a mapping with keys", SPEC_KEYS)
+    _check_keys(data, SPEC_KEYS, "")
+    if "backbone" not in data:
+        raise SpecError("backbone", None, "missing")
+    if not isinstance(data["backbone"], str):
+        raise SpecError("backbone", data["backbone"], "expected a backbone name")
+    stages = data.get("stages") or []
+    if not isinstance(stages, Sequence) or isinstance(stages, str):
+        raise SpecError("stages", stages, "expected a list of stage entries")
+    bargs = data.get("backbone_args") or {}
+    if not isinstance(bargs, Mapping):
+        raise SpecError("backbone_args", bargs, "expected a mapping")
+    return ArchSpec(
+        backbone=data["backbone"],
+        num_classes=_positive_int(data.get("num_classes", 10), "num_classes"),
+        in_chans=_positive_int(data.get("in_chans", 3), "in_chans"),
+        stages=tuple(_parse_stage(s, f"stages[{i}]") for i, s in enumerate(stages)),
+        backbone_args=dict(bargs),
+    )
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
+    """A spec from an ArchSpec, a dict, or a YAML/JSON file path; returned canonical."""
+    if isinstance(source, str | Path):
+        from nas_attn.yamlio import load_yaml
+
+        data = load_yaml(Path(source))
+        if isinstance(data, Mapping) and "spec" in data and "backbone" not in data:
+            data = data["spec"]  # an export bundle's or a trial's wrapper
+        return canonicalize(data)
+    return canonicalize(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# canonical form and validation
+
+
+def _resolve_blocks(sel: str | tuple[int, ...], n: int, field: str) -> list[int]:
+    if sel == "all":
+        return list(range(n))
+    if sel == "first":
+        return [0]
+    if sel == "last":
+        return [n - 1]
+    out = []
+    for i in sel:
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise SpecError(field, i, f"block index out of range for a stage of {n} blocks",
+                            list(range(n)))
+        out.append(j)
+    if len(set(out)) != len(out):
+        raise SpecError(field, list(sel), "duplicate block indices")
+    return sorted(out)
+
+
+def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
+    """Validate ``spec`` against its backbone and return its canonical form.
+
+    Canonical form: one stage entry per backbone stage; every module's hyperparameters written
+    out with defaults; ``blocks`` is ``"all"`` when it selects every block that has the position,
+    else a sorted index list; a stage without attention has the default position and ``all``
+    blocks (they cannot change the network). Raises SpecError naming the stage, the module and
+    the reason for any combination that cannot be built.
+    """
+    from nas_attn.backbones import get_backbone
+    from nas_attn.hparams import validate_hparams
+    from nas_attn.modules import get_module
+
+    spec = parse_spec(spec)
+    bb = get_backbone(spec.backbone)
+    bargs = validate_hparams(bb.hparams, spec.backbone_args, "backbone_args")
+    layout = bb.layout(bargs)
+    if len(spec.stages) > len(layout):
+        raise SpecError("stages", len(spec.stages),
+                        f"{spec.backbone} has {len(layout)} stages", list(range(len(layout))))
+    stages = list(spec.stages) + [StageSpec()] * (len(layout) - len(spec.stages))
+    out: list[StageSpec] = []
+    for si, (st, info) in enumerate(zip(stages, layout, strict=True)):
+        f = f"stages[{si}]"
+        n = len(info.blocks)
+        attention = conv = fusion = None
+        position, blocks = DEFAULT_POSITION, "all"
+        if st.attention is not None:
+            entry = get_module(st.attention.type, "gate", f"{f}.attention.type")
+            params = entry.validate(st.attention.params, f"{f}.attention")
+            position = st.position
+            has = [i for i, b in enumerate(info.blocks) if position in b.positions]
+            if not has:
+                valid = sorted({p for b in info.blocks for p in b.positions})
+                raise SpecError(f"{f}.position", position,
+                                f"{spec.backbone} stage {si} has no blocks with this position", valid)
+            chosen = _resolve_blocks(st.blocks, n, f"{f}.blocks") if st.blocks != "all" else has
+            for bi in chosen:
+                blk = info.blocks[bi]
+                if position not in blk.positions:
+                    raise SpecError(f"{f}.blocks", bi,
+                                    f"block {bi} of stage {si} has no {position!r} position",
+                                    has)
+                reason = entry.reason_invalid(blk.positions[position], **params)
+                if reason:
+                    raise SpecError(f"{f}.attention", st.attention.to_dict(),
+                                    f"{entry.name} cannot go at {position} of stage {si} block {bi} "
+                                    f"({blk.positions[position]} channels): {reason}")
+            attention = ModuleChoice(entry.name, params)
+            blocks = "all" if chosen == has else tuple(chosen)
+        if st.conv is not None:
+            entry = get_module(st.conv.type, "conv", f"{f}.conv")
+            params = entry.validate(st.conv.params, f"{f}.conv")
+            convs = [b.conv for b in info.blocks]
+            if convs[0] is None:
+                raise SpecError(f"{f}.conv", entry.name,
+                                f"{spec.backbone} stage {si} has no replaceable 3x3 conv",
+                                ["standard"])
+            cin, cout, stride = convs[0]
+            reason = entry.reason_invalid(cin, cout, 3, stride, **params)
+            if reason:
+                raise SpecError(f"{f}.conv", entry.name, f"stage {si}: {reason}")
+            conv = ModuleChoice(entry.name, params)
+        if st.fusion is not None:
+            entry = get_module(st.fusion.type, "fusion", f"{f}.fusion")
+            params = entry.validate(st.fusion.params, f"{f}.fusion")
+            if not info.fusion:
+                raise SpecError(f"{f}.fusion", entry.name,
+                                info.fusion_reason or f"{spec.backbone} stage {si} cannot be fused",
+                                ["none"])
+            if n < 2:
+                raise SpecError(f"{f}.fusion", entry.name,
+                                f"stage {si} has {n} block; {entry.name} needs at least 2", ["none"])
+            reason = entry.reason_invalid(info.channels, n, **params)
+            if reason:
+                raise SpecError(f"{f}.fusion", entry.name, f"stage {si}: {reason}")
+            fusion = ModuleChoice(entry.name, params)
+        out.append(StageSpec(attention, position, blocks, conv, fusion))
+    return ArchSpec(spec.backbone, spec.num_classes, spec.in_chans, tuple(out), bargs)
+
+
+def spec_hash(spec: Mapping[str, Any] | ArchSpec, length: int = 16) -> str:
+    """Stable hash of the canonical form: equal for specs that build the same network."""
+    canon = canonicalize(spec)
+    return hashlib.sha256(canon.to_json().encode()).hexdigest()[:length]
+
+
+def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec):
+    """Build the ``nn.Module`` of a spec given as ArchSpec, dict, or YAML/JSON file path."""
+    from nas_attn.backbones import get_backbone
+
+    canon = load_spec(spec)
+    model = get_backbone(canon.backbone).build(canon)
+    model.spec = canon  # type: ignore[attr-defined]
+    return model

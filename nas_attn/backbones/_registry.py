@@ -1,0 +1,72 @@
+"""Backbone registry and the layout description the spec validator reads.
+
+A backbone is registered with two functions:
+
+- ``layout(backbone_args) -> tuple[StageInfo, ...]``: cheap, builds nothing. Says, for every block
+  of every stage, which insertion positions exist and how many channels flow there, whether the
+  block's spatial 3x3 conv can be replaced (and its in/out channels and stride), and whether a
+  fusion module may wrap the stage. The spec validator works from this alone.
+- ``build(spec) -> nn.Module``: builds the network of a canonical, validated ArchSpec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from nas_attn.hparams import HParam, HParamSet
+from nas_attn.registry import Registry
+
+if TYPE_CHECKING:
+    from nas_attn.arch import ArchSpec
+
+POSITIONS = ("pre", "mid", "post_bn", "post_add", "identity")
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    positions: Mapping[str, int]  # position -> channels at that point (only positions the block has)
+    conv: tuple[int, int, int] | None = None  # (in_channels, out_channels, stride) of the 3x3 conv
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    blocks: tuple[BlockInfo, ...]
+    channels: int  # output channels of the stage
+    fusion: bool = True  # a fusion module (SDA) may wrap this stage
+    fusion_reason: str = ""  # why not, when fusion is False
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    build: Callable[[ArchSpec], nn.Module]
+    layout: Callable[[Mapping[str, Any]], tuple[StageInfo, ...]]
+    hparams: HParamSet = field(default_factory=HParamSet)
+    input_size: tuple[int, int, int] = (3, 224, 224)  # the natural input (C is replaced by in_chans)
+    description: str = ""
+
+
+BACKBONES: Registry[BackboneEntry] = Registry("backbone")
+
+
+def register_backbone(
+    name: str,
+    *,
+    build: Callable[[ArchSpec], nn.Module],
+    layout: Callable[[Mapping[str, Any]], tuple[StageInfo, ...]],
+    hparams: tuple[HParam, ...] = (),
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    description: str = "",
+) -> BackboneEntry:
+    return BACKBONES.register(
+        name,
+        BackboneEntry(name, build, layout, HParamSet(tuple(hparams)), input_size, description),
+    )
+
+
+def get_backbone(name: str, field: str = "backbone") -> BackboneEntry:
+    return BACKBONES.get(name, field)

@@ -1,0 +1,108 @@
+"""The zoo's registry: one entry per module family, registered under an explicit name.
+
+Three kinds of module, each with its own constructor signature (the shared vocabulary):
+
+- ``gate``:   attention applied at a position of a block. ``cls(channels, **hp)``; forward
+              maps (N, C, H, W) to the same shape.
+- ``conv``:   a replacement for a block's spatial 3x3 conv.
+              ``cls(in_channels, out_channels, kernel_size=3, stride=1, **hp)``.
+- ``fusion``: wraps a whole stage of ``num_blocks`` blocks. ``cls(channels, num_blocks, **hp)``;
+              forward takes the list of the blocks' pre-activation outputs Z_i and returns the
+              stage output.
+
+``params`` is the exact parameter-count formula with the constructor's signature (tests check the
+built module against it); ``check`` returns why a configuration cannot be built (for example
+GroupNorm groups that do not divide the channels) or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from nas_attn.errors import ConfigError
+from nas_attn.hparams import HParam, HParamSet, validate_hparams
+from nas_attn.registry import Registry
+
+ModuleKind = Literal["gate", "conv", "fusion"]
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    name: str
+    cls: type[nn.Module]
+    kind: ModuleKind
+    hparams: HParamSet
+    params: Callable[..., int]
+    check: Callable[..., str | None] | None = None
+    paper: str = ""
+    variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def validate(self, values: Mapping[str, Any], field: str) -> dict[str, Any]:
+        return validate_hparams(self.hparams, values, field)
+
+    def reason_invalid(self, *args: Any, **hp: Any) -> str | None:
+        """Why this module cannot be built with these arguments, or None if it can."""
+        return self.check(*args, **hp) if self.check is not None else None
+
+    def build(self, *args: Any, **hp: Any) -> nn.Module:
+        hp = self.validate(hp, self.name)
+        reason = self.reason_invalid(*args, **hp)
+        if reason:
+            raise ConfigError(self.name, hp, reason)
+        return self.cls(*args, **hp)
+
+
+MODULES: Registry[ModuleEntry] = Registry("attention module")
+
+
+def register_module(
+    name: str,
+    *,
+    kind: ModuleKind,
+    hparams: tuple[HParam, ...] = (),
+    params: Callable[..., int],
+    check: Callable[..., str | None] | None = None,
+    paper: str = "",
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator that registers a zoo module under ``name``."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        MODULES.register(
+            name,
+            ModuleEntry(
+                name=name,
+                cls=cls,
+                kind=kind,
+                hparams=HParamSet(tuple(hparams)),
+                params=params,
+                check=check,
+                paper=paper,
+                variants=dict(variants or {}),
+            ),
+        )
+        return cls
+
+    return wrap
+
+
+def get_module(name: str, kind: ModuleKind | None = None, field: str | None = None) -> ModuleEntry:
+    """Look up a module; with ``kind``, unknown names list only the modules of that kind."""
+    if kind is not None:
+        names = module_names(kind)
+        if name not in names:
+            raise ConfigError(field or "type", name, f"unknown {kind} module", names)
+    return MODULES.get(name, field)
+
+
+def module_names(kind: ModuleKind | None = None) -> list[str]:
+    return [n for n, e in MODULES.items() if kind is None or e.kind == kind]
+
+
+def create_module(name: str, *args: Any, **hp: Any) -> nn.Module:
+    """Build a registered module: ``create_module("se", 64, rd_ratio=0.25)``."""
+    return get_module(name).build(*args, **hp)
