@@ -6,24 +6,35 @@ import math
 
 from nas_attn.hparams import HParam
 
+# guards int() against float error in products such as 100 * 0.29 = 28.999999999999996
+_EPS = 1e-6
 
-def make_divisible(v: float, divisor: int = 1, min_value: int | None = None) -> int:
-    """Round ``v`` to a multiple of ``divisor`` (timm's rule: never below 90% of ``v``).
+
+def make_divisible(
+    v: float, divisor: int = 1, min_value: int | None = None, round_limit: float = 0.9
+) -> int:
+    """Round ``v`` to the nearest multiple of ``divisor`` (timm's ``make_divisible``).
 
     ``divisor=1`` is plain truncation ``int(v)`` with a minimum of 1, the papers' ``C // r``.
+    With a divisor, a result below ``round_limit * v`` is bumped up by one divisor (timm's rule;
+    timm's attention layers pass ``round_limit=0``, i.e. never bump).
     """
     if divisor <= 1:
-        return max(min_value or 1, int(v))
+        return max(min_value or 1, int(v + _EPS))
     min_value = min_value or divisor
     new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
+    if new_v < round_limit * v:
         new_v += divisor
     return new_v
 
 
 def reduced_channels(channels: int, rd_ratio: float, rd_divisor: int = 1) -> int:
-    """Hidden width of a squeeze MLP: ``C // r`` for ``rd_divisor=1`` (the SE paper)."""
-    return make_divisible(channels * rd_ratio, rd_divisor)
+    """Hidden width of a squeeze MLP: ``C // r`` for ``rd_divisor=1`` (the SE paper).
+
+    With ``rd_divisor > 1`` the width is rounded as timm's SEModule/CbamModule do
+    (nearest multiple, at least one divisor, ``round_limit=0``).
+    """
+    return make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
