@@ -1,0 +1,319 @@
+"""Study files: a search space, the data, the training recipe, the objectives and the budget.
+
+::
+
+    name: quickstart
+    space: ../search_spaces/quickstart.yaml   # relative to this file, or an inline mapping
+    data: {name: cluttered-digits, ...}       # nas_attn.data.DataConfig
+    train: {epochs: 6, batch_size: 128, ...}  # nas_attn.train.TrainConfig
+    objectives:                               # default: val_accuracy max, flops min
+      - {name: val_accuracy, direction: maximize}
+      - {name: flops, direction: minimize}
+    early_stopping: {enabled: true, eta: 3, grace_epochs: 1}
+    search: {trials: 24, sampler: tpe, seed: 0, max_concurrent: 2, cpus_per_trial: 1,
+             gpus_per_trial: 0}
+
+:func:`load_study` returns a frozen :class:`StudyConfig`; every mistake is a ConfigError naming the
+field (and the file). ``resolved()`` is the plain dict with every default written out (the runner
+stores it next to the results); ``fingerprint_dict()`` holds what must not change between runs
+that share an Optuna study. See docs/studies.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import ConfigError
+
+STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
+              "search")
+OBJECTIVES = {"val_accuracy": "maximize", "flops": "minimize", "params": "minimize",
+              "latency_ms": "minimize"}
+DIRECTIONS = ("maximize", "minimize")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+TIE_BREAKS = ("crowding", "hypervolume")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective. The direction is fixed by the metric; writing it is a check, not a
+    choice (``val_accuracy: minimize`` is refused)."""
+
+    name: str
+    direction: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "direction": self.direction}
+
+
+DEFAULT_OBJECTIVES = (Objective("val_accuracy", "maximize"), Objective("flops", "minimize"))
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Pareto successive halving: trials are compared at rung epochs ``grace * eta**k`` below
+    ``train.epochs`` (see nas_attn.search.pruning)."""
+
+    enabled: bool = True
+    eta: int = 3
+    grace_epochs: int = 1
+    tie_break: str = "crowding"
+    min_trials_at_rung: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_bool(self.enabled, "early_stopping.enabled")
+        _check_int(self.eta, "early_stopping.eta", 2)
+        _check_int(self.grace_epochs, "early_stopping.grace_epochs", 1)
+        if self.tie_break not in TIE_BREAKS:
+            raise ConfigError("early_stopping.tie_break", self.tie_break, "unknown tie-break",
+                              TIE_BREAKS)
+        if self.min_trials_at_rung is not None:
+            _check_int(self.min_trials_at_rung, "early_stopping.min_trials_at_rung", 1)
+
+    def rungs(self, epochs: int) -> list[int]:
+        if not self.enabled:
+            return []
+        out, r = [], self.grace_epochs
+        while r < epochs:
+            out.append(r)
+            r *= self.eta
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The budget and resources. ``max_concurrent: null`` = as many as the CPUs allow."""
+
+    trials: int = 24
+    sampler: str = "tpe"
+    seed: int = 0
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_int(self.trials, "search.trials", 1)
+        if self.sampler not in SAMPLERS:
+            raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)
+        _check_int(self.seed, "search.seed", 0)
+        if self.max_concurrent is not None:
+            _check_int(self.max_concurrent, "search.max_concurrent", 1)
+        _check_number(self.cpus_per_trial, "search.cpus_per_trial", positive=True)
+        _check_number(self.gpus_per_trial, "search.gpus_per_trial", positive=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    space: Any  # nas_attn.space.SearchSpace, already adapted to the data (see space_for_data)
+    data: Any  # nas_attn.data.DataConfig
+    train: Any  # nas_attn.train.TrainConfig
+    objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    description: str = ""
+    source: str = ""  # the study file, when read from one
+    space_source: str = ""  # the space file, when the space is a path
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def rungs(self) -> list[int]:
+        return self.early_stopping.rungs(self.train.epochs)
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything, defaults written out, as plain data (YAML/JSON-safe)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "space_source": self.space_source,
+            "space": self.space.to_dict(),
+            "space_hash": self.space.hash,
+            "data": _data_dict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "objectives": [o.to_dict() for o in self.objectives],
+            "early_stopping": {**self.early_stopping.to_dict(), "rungs": self.rungs},
+            "search": self.search.to_dict(),
+        }
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """What makes trials comparable: objectives and directions, the space's hash, the
+        training and data settings (budget, sampler and resources are not part of it)."""
+        return {
+            "objectives": [o.name for o in self.objectives],
+            "directions": self.directions,
+            "space_hash": self.space.hash,
+            "train": dataclasses.asdict(self.train),
+            "data": _data_dict(self.data),
+        }
+
+
+def _data_dict(data: Any) -> dict[str, Any]:
+    return dict(sorted(data.resolved().to_dict().items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file; errors name the file and the field."""
+    from nas_attn.yamlio import load_yaml
+
+    path = Path(path)
+    data = load_yaml(path)
+    try:
+        return parse_study(data, base_dir=path.parent, source=str(path))
+    except ConfigError as e:
+        if str(e.field).startswith(str(path)) or ".yaml:" in str(e.field):
+            raise
+        raise type(e)(f"{path}: {e.field}", e.value, e.reason, e.choices) from None
+
+
+def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> StudyConfig:
+    """A StudyConfig from a mapping; a ``space`` path is read relative to ``base_dir``."""
+    from nas_attn.data import DataConfig
+    from nas_attn.data._config import config_from_mapping
+    from nas_attn.train import TrainConfig
+
+    if not isinstance(data, Mapping):
+        raise ConfigError("study", data, "expected a mapping with keys", STUDY_KEYS)
+    for k in data:
+        if k not in STUDY_KEYS:
+            raise ConfigError(str(k), k, "unknown key", STUDY_KEYS)
+    name = data.get("name", Path(source).stem if source else None)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError("name", name, "expected a name of letters, digits, '_', '.', '-' "
+                          "(it names the Optuna study and the run folder)")
+    description = data.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError("description", description, "expected a string")
+    if "space" not in data:
+        raise ConfigError("space", None, "missing: a search-space file path or an inline mapping")
+    dcfg = config_from_mapping(DataConfig, data.get("data"), "data")
+    tcfg = config_from_mapping(TrainConfig, data.get("train"), "train")
+    space, space_source = _space(data["space"], Path(base_dir))
+    space = space_for_data(space, dcfg)
+    es = _from_mapping(EarlyStopping, data.get("early_stopping"), "early_stopping")
+    if es.enabled and es.grace_epochs > tcfg.epochs:
+        raise ConfigError("early_stopping.grace_epochs", es.grace_epochs,
+                          f"must be <= train.epochs ({tcfg.epochs})")
+    search = _from_mapping(SearchSettings, data.get("search"), "search")
+    if search.sampler == "grid" and space.size() == math.inf:
+        raise ConfigError("search.sampler", "grid", "the grid sampler needs a finite space "
+                          "(give every float range a step)", [s for s in SAMPLERS if s != "grid"])
+    return StudyConfig(
+        name=name, space=space, data=dcfg, train=tcfg,
+        objectives=_objectives(data.get("objectives")), early_stopping=es, search=search,
+        description=description, source=source, space_source=space_source,
+    )
+
+
+def space_for_data(space: Any, data: Any) -> Any:
+    """The space with the data's channels, image size and (when the config knows it) class
+    count. A dataset whose class count is only known once loaded (CIFAR-100, image folders)
+    is adapted by the runner with ``space.with_data(num_classes=bundle.num_classes)``."""
+    r = data.resolved()
+    in_chans = r.in_chans or space.in_chans
+    size = r.image_size
+    return space.with_data(
+        num_classes=r.num_classes or _KNOWN_CLASSES.get(r.name) or space.num_classes,
+        in_chans=in_chans,
+        input_size=(in_chans, size, size) if size else None,
+    )
+
+
+_KNOWN_CLASSES = {"cluttered-digits": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
+
+
+def _space(raw: Any, base_dir: Path) -> tuple[Any, str]:
+    from nas_attn.space import SearchSpace, load_space
+
+    if isinstance(raw, str):
+        path = (base_dir / raw) if not Path(raw).is_absolute() else Path(raw)
+        return load_space(path), str(path)
+    if isinstance(raw, Mapping):
+        try:
+            return SearchSpace.from_dict(raw), ""
+        except ConfigError as e:
+            raise type(e)(f"space.{e.field}", e.value, e.reason, e.choices) from None
+    raise ConfigError("space", raw, "expected a search-space file path or an inline mapping")
+
+
+def _objectives(raw: Any) -> tuple[Objective, ...]:
+    if raw is None:
+        return DEFAULT_OBJECTIVES
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("objectives", raw, "expected a non-empty list of {name, direction}",
+                          list(OBJECTIVES))
+    out: list[Objective] = []
+    for i, item in enumerate(raw):
+        f = f"objectives[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise ConfigError(f, item, "expected {name, direction}", list(OBJECTIVES))
+        for k in item:
+            if k not in ("name", "direction"):
+                raise ConfigError(f"{f}.{k}", k, "unknown key", ["name", "direction"])
+        name = item.get("name")
+        if name not in OBJECTIVES:
+            raise ConfigError(f"{f}.name", name, "unknown objective", list(OBJECTIVES))
+        natural = OBJECTIVES[name]
+        direction = item.get("direction", natural)
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"{f}.direction", direction, "unknown direction", DIRECTIONS)
+        if direction != natural:
+            raise ConfigError(f"{f}.direction", direction, f"{name} is always {natural}d",
+                              [natural])
+        if any(o.name == name for o in out):
+            raise ConfigError(f"{f}.name", name, "objective given twice")
+        out.append(Objective(name, direction))
+    return tuple(out)
+
+
+def _from_mapping(cls: type, raw: Any, field: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(field, raw, "expected a mapping")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in raw:
+        if k not in names:
+            raise ConfigError(f"{field}.{k}", k, "unknown key", names)
+    return cls(**dict(raw))
+
+
+def _check_int(v: Any, field: str, low: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(field, v, "expected an integer")
+    if v < low:
+        raise ConfigError(field, v, f"must be >= {low}")
+
+
+def _check_bool(v: Any, field: str) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(field, v, "expected a boolean", [True, False])
+
+
+def _check_number(v: Any, field: str, positive: bool) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ConfigError(field, v, "expected a number")
+    if (v <= 0) if positive else (v < 0):
+        raise ConfigError(field, v, "must be > 0" if positive else "must be >= 0")
