@@ -10,12 +10,13 @@ A plain, JSON/YAML-serialisable description of one network::
       - attention: {type: se, rd_ratio: 0.0625}   # or null
         position: post_bn         # pre | mid | post_bn | post_add | identity
         blocks: all               # all | first | last | [block indices]
-        conv: standard            # standard | rfaconv | rfcaconv | rfcbamconv (or {type: ..., **hp})
+        conv: standard            # standard | rfaconv | rfcaconv | rfcbamconv ({type: ..., **hp})
         fusion: none              # none | sda (or {type: sda, **hp})
 
 :func:`canonicalize` resolves a spec against its backbone's layout (defaults written out, block
 selections resolved, settings that cannot matter dropped) and validates it; :func:`spec_hash`
-hashes the canonical form, so two specs that build the same network share a hash.
+hashes the canonical form, so two specs that build the same network share a hash. The user
+reference (every key, the positions per backbone, canonical form and hash rules) is docs/spec.md.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nas_attn.errors import ConfigError, SpecError
+from nas_attn.errors import SpecError
+
+if TYPE_CHECKING:
+    from nas_attn.backbones import StageInfo
+    from nas_attn.modules import ModuleEntry
 
 DEFAULT_POSITION = "post_bn"
+POSITIONS = ("pre", "mid", "post_bn", "post_add", "identity")
 STAGE_KEYS = ("attention", "position", "blocks", "conv", "fusion")
 SPEC_KEYS = ("backbone", "backbone_args", "num_classes", "in_chans", "stages")
 BLOCK_KEYWORDS = ("all", "first", "last")
@@ -130,7 +136,8 @@ def _parse_choice(value: Any, field: str, none_words: tuple[str, ...]) -> Module
         if t is None or t in none_words:
             extra = [k for k in value if k != "type"]
             if extra:
-                raise SpecError(f"{field}.{extra[0]}", value[extra[0]], "hyperparameter given without a module")
+                raise SpecError(f"{field}.{extra[0]}", value[extra[0]],
+                                "hyperparameter given without a module")
             return None
         if not isinstance(t, str):
             raise SpecError(f"{field}.type", t, "expected a module name")
@@ -159,8 +166,8 @@ def _parse_stage(d: Any, field: str) -> StageSpec:
         raise SpecError(field, d, "expected a mapping with keys", STAGE_KEYS)
     _check_keys(d, STAGE_KEYS, field)
     position = d.get("position", DEFAULT_POSITION)
-    if not isinstance(position, str):
-        raise SpecError(f"{field}.position", position, "expected a position name")
+    if not isinstance(position, str) or position not in POSITIONS:
+        raise SpecError(f"{field}.position", position, "unknown position", POSITIONS)
     return StageSpec(
         attention=_parse_choice(d.get("attention"), f"{field}.attention", ("none",)),
         position=position,
@@ -238,21 +245,102 @@ def _resolve_blocks(sel: str | tuple[int, ...], n: int, field: str) -> list[int]
     return sorted(out)
 
 
+def _lookup(name: str, kind: str, field: str) -> ModuleEntry:
+    """The registry entry of module ``name``, which must be of ``kind``; SpecError otherwise."""
+    from nas_attn.modules import MODULES, module_names
+
+    if name in MODULES:
+        entry = MODULES.get(name)
+        if entry.kind == kind:
+            return entry
+        raise SpecError(field, name, f"{name} is a {entry.kind} module, not a {kind} module",
+                        module_names(kind))  # type: ignore[arg-type]
+    raise SpecError(field, name, f"unknown {kind} module",
+                    module_names(kind))  # type: ignore[arg-type]
+
+
+def _canonical_attention(st: StageSpec, info: StageInfo, si: int, backbone: str
+                         ) -> tuple[ModuleChoice, str, str | tuple[int, ...]]:
+    f = f"stages[{si}]"
+    assert st.attention is not None
+    entry = _lookup(st.attention.type, "gate", f"{f}.attention.type")
+    params = entry.validate(st.attention.params, f"{f}.attention")
+    position = st.position
+    has = [i for i, b in enumerate(info.blocks) if position in b.positions]
+    if not has:
+        valid = [p for p in POSITIONS if any(p in b.positions for b in info.blocks)]
+        raise SpecError(f"{f}.position", position,
+                        f"{backbone} stage {si} has no blocks with this position", valid)
+    n = len(info.blocks)
+    chosen = _resolve_blocks(st.blocks, n, f"{f}.blocks") if st.blocks != "all" else has
+    for bi in chosen:
+        blk = info.blocks[bi]
+        if position not in blk.positions:
+            raise SpecError(f"{f}.blocks", bi,
+                            f"block {bi} of {backbone} stage {si} has no {position!r} position",
+                            has)
+        reason = entry.reason_invalid(blk.positions[position], **params)
+        if reason:
+            raise SpecError(f"{f}.attention", st.attention.to_dict(),
+                            f"{entry.name} cannot go at {position} of stage {si} block {bi} "
+                            f"({blk.positions[position]} channels): {reason}")
+    blocks: str | tuple[int, ...] = "all" if chosen == has else tuple(chosen)
+    return ModuleChoice(entry.name, params), position, blocks
+
+
+def _canonical_conv(choice: ModuleChoice, info: StageInfo, si: int, backbone: str) -> ModuleChoice:
+    f = f"stages[{si}].conv"
+    entry = _lookup(choice.type, "conv", f)
+    params = entry.validate(choice.params, f)
+    for bi, blk in enumerate(info.blocks):
+        if blk.conv is None:
+            raise SpecError(f, entry.name,
+                            f"{backbone} stage {si} block {bi} has no replaceable 3x3 conv",
+                            ["standard"])
+        cin, cout, stride = blk.conv
+        reason = entry.reason_invalid(cin, cout, 3, stride, **params)
+        if reason:
+            raise SpecError(f, entry.name, f"stage {si} block {bi} ({cin}->{cout}, stride "
+                            f"{stride}): {reason}")
+    return ModuleChoice(entry.name, params)
+
+
+def _canonical_fusion(choice: ModuleChoice, info: StageInfo, si: int, backbone: str
+                      ) -> ModuleChoice:
+    f = f"stages[{si}].fusion"
+    entry = _lookup(choice.type, "fusion", f)
+    params = entry.validate(choice.params, f)
+    n = len(info.blocks)
+    if not info.fusion:
+        raise SpecError(f, entry.name,
+                        info.fusion_reason or f"{backbone} stage {si} cannot be fused", ["none"])
+    if n < 2:
+        raise SpecError(f, entry.name,
+                        f"{backbone} stage {si} has {n} block; {entry.name} needs at least 2",
+                        ["none"])
+    reason = entry.reason_invalid(info.channels, n, **params)
+    if reason:
+        raise SpecError(f, entry.name, f"stage {si}: {reason}")
+    return ModuleChoice(entry.name, params)
+
+
 def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     """Validate ``spec`` against its backbone and return its canonical form.
 
-    Canonical form: one stage entry per backbone stage; every module's hyperparameters written
-    out with defaults; ``blocks`` is ``"all"`` when it selects every block that has the position,
-    else a sorted index list; a stage without attention has the default position and ``all``
-    blocks (they cannot change the network). Raises SpecError naming the stage, the module and
-    the reason for any combination that cannot be built.
+    Canonical form: one stage entry per backbone stage; every module's hyperparameters and the
+    backbone arguments written out with defaults; ``blocks`` is ``"all"`` when it selects every
+    block that has the position, else a sorted list of non-negative indices; a stage without
+    attention has the default position and ``all`` blocks (they cannot change the network).
+    Raises SpecError naming the stage, the module and the reason for any combination that
+    cannot be built. Idempotent: ``canonicalize(canonicalize(s)) == canonicalize(s)``.
     """
-    from nas_attn.backbones import get_backbone
+    from nas_attn.backbones import BACKBONES
     from nas_attn.hparams import validate_hparams
-    from nas_attn.modules import get_module
 
     spec = parse_spec(spec)
-    bb = get_backbone(spec.backbone)
+    if spec.backbone not in BACKBONES:
+        raise SpecError("backbone", spec.backbone, "unknown backbone", sorted(BACKBONES))
+    bb = BACKBONES.get(spec.backbone)
     bargs = validate_hparams(bb.hparams, spec.backbone_args, "backbone_args")
     layout = bb.layout(bargs)
     if len(spec.stages) > len(layout):
@@ -261,60 +349,24 @@ def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     stages = list(spec.stages) + [StageSpec()] * (len(layout) - len(spec.stages))
     out: list[StageSpec] = []
     for si, (st, info) in enumerate(zip(stages, layout, strict=True)):
-        f = f"stages[{si}]"
-        n = len(info.blocks)
         attention = conv = fusion = None
-        position, blocks = DEFAULT_POSITION, "all"
+        position: str = DEFAULT_POSITION
+        blocks: str | tuple[int, ...] = "all"
         if st.attention is not None:
-            entry = get_module(st.attention.type, "gate", f"{f}.attention.type")
-            params = entry.validate(st.attention.params, f"{f}.attention")
-            position = st.position
-            has = [i for i, b in enumerate(info.blocks) if position in b.positions]
-            if not has:
-                valid = sorted({p for b in info.blocks for p in b.positions})
-                raise SpecError(f"{f}.position", position,
-                                f"{spec.backbone} stage {si} has no blocks with this position", valid)
-            chosen = _resolve_blocks(st.blocks, n, f"{f}.blocks") if st.blocks != "all" else has
-            for bi in chosen:
-                blk = info.blocks[bi]
-                if position not in blk.positions:
-                    raise SpecError(f"{f}.blocks", bi,
-                                    f"block {bi} of stage {si} has no {position!r} position",
-                                    has)
-                reason = entry.reason_invalid(blk.positions[position], **params)
-                if reason:
-                    raise SpecError(f"{f}.attention", st.attention.to_dict(),
-                                    f"{entry.name} cannot go at {position} of stage {si} block {bi} "
-                                    f"({blk.positions[position]} channels): {reason}")
-            attention = ModuleChoice(entry.name, params)
-            blocks = "all" if chosen == has else tuple(chosen)
+            attention, position, blocks = _canonical_attention(st, info, si, spec.backbone)
         if st.conv is not None:
-            entry = get_module(st.conv.type, "conv", f"{f}.conv")
-            params = entry.validate(st.conv.params, f"{f}.conv")
-            convs = [b.conv for b in info.blocks]
-            if convs[0] is None:
-                raise SpecError(f"{f}.conv", entry.name,
-                                f"{spec.backbone} stage {si} has no replaceable 3x3 conv",
-                                ["standard"])
-            cin, cout, stride = convs[0]
-            reason = entry.reason_invalid(cin, cout, 3, stride, **params)
-            if reason:
-                raise SpecError(f"{f}.conv", entry.name, f"stage {si}: {reason}")
-            conv = ModuleChoice(entry.name, params)
+            conv = _canonical_conv(st.conv, info, si, spec.backbone)
         if st.fusion is not None:
-            entry = get_module(st.fusion.type, "fusion", f"{f}.fusion")
-            params = entry.validate(st.fusion.params, f"{f}.fusion")
-            if not info.fusion:
-                raise SpecError(f"{f}.fusion", entry.name,
-                                info.fusion_reason or f"{spec.backbone} stage {si} cannot be fused",
-                                ["none"])
-            if n < 2:
-                raise SpecError(f"{f}.fusion", entry.name,
-                                f"stage {si} has {n} block; {entry.name} needs at least 2", ["none"])
-            reason = entry.reason_invalid(info.channels, n, **params)
-            if reason:
-                raise SpecError(f"{f}.fusion", entry.name, f"stage {si}: {reason}")
-            fusion = ModuleChoice(entry.name, params)
+            fusion = _canonical_fusion(st.fusion, info, si, spec.backbone)
+            last = len(info.blocks) - 1
+            if attention is not None and position == "post_add" and (
+                blocks == "all" or last in blocks
+            ):
+                raise SpecError(f"stages[{si}].position", position,
+                                f"with {fusion.type} the output of stage {si}'s last block is "
+                                "replaced by the fusion output, so a post_add module there "
+                                "would never run; select other blocks or another position",
+                                [p for p in POSITIONS if p != "post_add"])
         out.append(StageSpec(attention, position, blocks, conv, fusion))
     return ArchSpec(spec.backbone, spec.num_classes, spec.in_chans, tuple(out), bargs)
 

@@ -57,7 +57,18 @@ class TrialError(NasAttnError):
         if reason not in self.FAIL_REASONS:
             raise ValueError(f"reason: got {reason!r}; valid: {', '.join(self.FAIL_REASONS)}")
         self.reason = reason
+        self.message = message
         super().__init__(f"{reason}: {message}" if message else reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable across processes (Ray workers): rebuild from reason and message, not args
+        return (_rebuild_trial_error, (type(self), self.reason, self.message))
+
+
+def _rebuild_trial_error(cls: type[TrialError], reason: str, message: str) -> TrialError:
+    err = cls.__new__(cls)
+    TrialError.__init__(err, reason, message)
+    return err
 
 
 class NonFiniteLossError(TrialError):

@@ -17,19 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from nas_attn.arch import POSITIONS
 from nas_attn.hparams import HParam, HParamSet
 from nas_attn.registry import Registry
 
 if TYPE_CHECKING:
     from nas_attn.arch import ArchSpec
 
-POSITIONS = ("pre", "mid", "post_bn", "post_add", "identity")
+__all__ = ["BACKBONES", "POSITIONS", "BackboneEntry", "BlockInfo", "StageInfo", "get_backbone",
+           "register_backbone"]
 
 
 @dataclass(frozen=True)
 class BlockInfo:
-    positions: Mapping[str, int]  # position -> channels at that point (only positions the block has)
-    conv: tuple[int, int, int] | None = None  # (in_channels, out_channels, stride) of the 3x3 conv
+    """One block: ``positions`` maps each position the block has to the channels there;
+    ``conv`` is ``(in_channels, out_channels, stride)`` of its replaceable 3x3 conv, or None."""
+
+    positions: Mapping[str, int]
+    conv: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class BackboneEntry:
     build: Callable[[ArchSpec], nn.Module]
     layout: Callable[[Mapping[str, Any]], tuple[StageInfo, ...]]
     hparams: HParamSet = field(default_factory=HParamSet)
-    input_size: tuple[int, int, int] = (3, 224, 224)  # the natural input (C is replaced by in_chans)
+    input_size: tuple[int, int, int] = (3, 224, 224)  # natural input; C is replaced by in_chans
     description: str = ""
 
 
