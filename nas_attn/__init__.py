@@ -14,6 +14,8 @@ _LAZY = {
     "ArchSpec": "nas_attn.arch",
     "build_model": "nas_attn.arch",
     "canonicalize": "nas_attn.arch",
+    "load": "nas_attn.export",
+    "load_run": "nas_attn.search.results",
     "load_spec": "nas_attn.arch",
     "spec_hash": "nas_attn.arch",
     "profile": "nas_attn.cost",

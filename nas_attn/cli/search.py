@@ -1,0 +1,98 @@
+"""``nas-attn search STUDY`` and ``nas-attn resume RUN_DIR``: run (or finish) a search.
+
+Optuna proposes architectures, Ray Tune runs the trials (a local runtime on 127.0.0.1, or a
+cluster with ``--address``), the Optuna storage keeps the truth. Exit codes: 0 finished,
+130 interrupted (``nas-attn resume RUN_DIR`` finishes it), 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nas_attn.cli import app, console, err_console
+
+SAMPLER_HELP = "tpe, nsga2, gp, random or grid"
+
+
+def _summary(s: Any, quiet: bool) -> None:
+    out = console if not quiet else err_console
+    where = s.run_dir
+    line = (f"{s.status}: {s.finished}/{s.requested} trials finished "
+            f"({s.complete} complete, {s.pruned} pruned, {s.failed} failed"
+            + (f", {s.reused} reused" if s.reused else "") + ")")
+    if quiet:
+        console.print(f"{s.status} {s.finished}/{s.requested} {where}", highlight=False)
+        return
+    out.print(line, highlight=False)
+    if s.message:
+        out.print(s.message, highlight=False)
+    out.print(f"results: {where}  (trials.csv, study.db, run.json; "
+              f"in Python: nas_attn.load_run({str(where)!r}))", highlight=False)
+    if s.status == "interrupted":
+        out.print(f"resume with: nas-attn resume {where}", highlight=False)
+
+
+def _exit(s: Any) -> None:
+    if s.status == "interrupted":
+        # SystemExit, not typer.Exit: with standalone_mode=False click turns Exit into a
+        # return value that nas_attn.cli.main does not pass on
+        raise SystemExit(130)
+
+
+@app.command("search")
+def search_cmd(
+    study: Annotated[Path, typer.Argument(help="study file (YAML)")],
+    trials: Annotated[int | None, typer.Option("--trials", help="finished trials wanted")] = None,
+    sampler: Annotated[str | None, typer.Option("--sampler", help=SAMPLER_HELP)] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT "
+        "(default: a local runtime on 127.0.0.1)")] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option(
+        "--gpus-per-trial", help="a fraction shares a GPU (0.5 = two trials per GPU)")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="Optuna storage URL (default: SQLite in the run folder), "
+        "e.g. postgresql://user:pw@host/db", envvar="NAS_ATTN_STORAGE")] = None,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="run folder (default runs/<study>-<timestamp>)")] = None,
+    num_cpus: Annotated[int | None, typer.Option(
+        "--num-cpus", help="CPUs of the local Ray runtime (default: all)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
+) -> None:
+    """Search a study: Optuna proposes, Ray Tune trains, results go to a run folder."""
+    from nas_attn.search.from_study import setup_from_study_file
+    from nas_attn.search.runner import run_search
+
+    overrides = {"trials": trials, "sampler": sampler, "seed": seed,
+                 "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+                 "max_concurrent": max_concurrent}
+    setup = setup_from_study_file(study, overrides)
+    s = run_search(setup, out=out, storage_url=storage, address=address, quiet=quiet,
+                   num_cpus=num_cpus, console=err_console)
+    _summary(s, quiet)
+    _exit(s)
+
+
+@app.command("resume")
+def resume_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="the run folder of an interrupted search")],
+    address: Annotated[str | None, typer.Option("--address")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="storage URL when the run's had a password (never stored)",
+        envvar="NAS_ATTN_STORAGE")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Finish an interrupted search (Ctrl-C, kill -9): orphans are reconciled, finished trials
+    are kept, the run ends with exactly the requested number of finished trials."""
+    from nas_attn.search.runner import resume_run
+
+    s = resume_run(run_dir, storage_url=storage, address=address, quiet=quiet,
+                   num_cpus=num_cpus, console=err_console)
+    _summary(s, quiet)
+    _exit(s)

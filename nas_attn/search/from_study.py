@@ -1,0 +1,129 @@
+"""Build a :class:`SearchSetup` from a study file (``nas-attn search STUDY``).
+
+The driver side of a trial proposal, in order: ``space.suggest(trial)`` (canonical spec) ->
+``spec_hash`` -> ``profile`` (params, FLOPs; latency only when it is an objective) -> the
+space's constraints. A spec over a constraint is told FAIL ``over_budget`` and never trained.
+Why not Optuna's ``constraints_func``: TPE and NSGA-II only read it on COMPLETE/PRUNED trials,
+so the over-budget spec would have to be told COMPLETE with made-up objective values that then
+pollute the front; a FAIL costs one cheap proposal and keeps the study truthful (the space's
+constraints are the place to make such specs rare).
+
+A study file with a top-level ``synthetic:`` mapping instead of ``space``/``data``/``train``
+describes the synthetic problem of :mod:`nas_attn.search.synthetic` (runner tests and
+overhead benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import ConfigError
+from nas_attn.search.outcome import Objective
+from nas_attn.search.searcher import Proposal
+from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup
+
+EVALUATOR = "nas_attn.search.evaluators:train_and_report"
+COSTS = ("flops", "params", "latency_ms")
+
+
+class StudyProposer:
+    """``optuna.Trial -> Proposal`` for a study's space (runs in the driver)."""
+
+    def __init__(self, study: Any) -> None:
+        self.space = study.space
+        self.input_size = tuple(self.space.default_input_size())
+        self.need_latency = any(o.name == "latency_ms" for o in study.objectives)
+
+    def __call__(self, trial: Any) -> Proposal:
+        from nas_attn.arch import spec_hash
+        from nas_attn.cost import profile
+
+        spec = self.space.suggest(trial)
+        prof = profile(spec, input_size=self.input_size, latency=self.need_latency)
+        costs = {"flops": float(prof.flops), "params": float(prof.params)}
+        if self.need_latency and getattr(prof, "latency_ms", None) is not None:
+            costs["latency_ms"] = float(prof.latency_ms)
+        violations = self.space.check(spec, self.input_size)
+        violation = "; ".join(str(v) for v in violations) or None
+        return Proposal(spec.to_dict(), spec_hash(spec), costs, violation)
+
+
+def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
+    base = dict(search.to_dict() if hasattr(search, "to_dict") else search)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    allowed = ("trials", "sampler", "seed", "max_concurrent", "cpus_per_trial", "gpus_per_trial")
+    return SearchOptions(**{k: base[k] for k in allowed if k in base})
+
+
+def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
+                     path: str = "") -> SearchSetup:
+    import dataclasses
+
+    from nas_attn import __version__
+
+    options = options_for(study.search, overrides or {})
+    objectives = tuple(Objective(o.name, o.direction) for o in study.objectives)
+    fingerprint = {**study.fingerprint_dict(), "version": __version__,
+                   "early_stopping": study.early_stopping.to_dict()}
+    resolved = json.loads(json.dumps(study.resolved(), default=str))
+    grid = None
+    if options.sampler == "grid":
+        grid = study.space.grid()
+    return SearchSetup(
+        name=study.name, objectives=objectives, epochs=int(study.train.epochs),
+        propose=StudyProposer(study), evaluator=EVALUATOR,
+        evaluate_settings={"train": dataclasses.asdict(study.train),
+                           "data": resolved["data"]},
+        fingerprint=fingerprint, source={"kind": "study", "path": path},
+        options=options, early_stopping=_halving_fields(study.early_stopping),
+        resolved=resolved, grid=grid)
+
+
+def _halving_fields(es: Any) -> dict[str, Any]:
+    d = dict(es.to_dict())
+    keep = ("enabled", "eta", "grace_epochs", "tie_break", "min_trials_at_rung")
+    return {k: v for k, v in d.items() if k in keep}
+
+
+def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | SearchOptions
+                          | None = None) -> SearchSetup:
+    from nas_attn.yamlio import load_yaml
+
+    if isinstance(overrides, SearchOptions):
+        overrides = overrides.to_dict()
+    path = Path(path)
+    raw = load_yaml(path)
+    if isinstance(raw, Mapping) and "synthetic" in raw:
+        return _synthetic_from_mapping(raw, overrides or {}, path)
+    if isinstance(raw, Mapping) and "space_hash" in raw and "source" in raw:
+        from nas_attn.study import parse_study  # a resolved study.yaml from a run folder
+
+        raw = {k: v for k, v in raw.items()
+               if k not in ("space_hash", "source", "space_source")}
+        es = dict(raw.get("early_stopping") or {})
+        es.pop("rungs", None)
+        raw["early_stopping"] = es
+        return setup_from_study(parse_study(raw, path.parent, str(path)), overrides, str(path))
+    from nas_attn.study import load_study
+
+    return setup_from_study(load_study(path), overrides, str(path))
+
+
+def _synthetic_from_mapping(raw: Mapping[str, Any], overrides: Mapping[str, Any],
+                            path: Path) -> SearchSetup:
+    from nas_attn.search.synthetic import SyntheticProblem
+
+    allowed = ("name", "synthetic", "early_stopping", "search", "objectives")
+    for k in raw:
+        if k not in allowed:
+            raise ConfigError(f"{path}: {k}", k, "unknown key in a synthetic study", allowed)
+    try:
+        problem = SyntheticProblem.from_dict({"choices": 8, "epochs": 3, **raw["synthetic"]})
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: synthetic", raw["synthetic"], str(e)) from None
+    options = options_for(raw.get("search") or {}, overrides)
+    es = dict(raw.get("early_stopping") or {"enabled": False})
+    return synthetic_setup(problem, str(raw.get("name") or path.stem), options, es)

@@ -1,0 +1,153 @@
+"""Reading a run back: the trials table and ``load_run``.
+
+The trials table has one row per Optuna trial: ``number``, ``run_id``, ``state``,
+``fail_reason``, ``fail_message``, ``counts`` (toward the requested trials), ``spec_hash``,
+``reused``/``reused_from``, one column per objective (accuracy for COMPLETE trials only; never NaN
+told to Optuna), the costs computed before training (``flops``, ``params``..., for every
+proposed trial), ``epochs_trained``,
+``last_accuracy``, one ``choice.<param>`` column per sampled choice (per-stage choices), the
+spec as JSON and timings (``datetime_start``, ``datetime_complete``, ``duration_s``,
+``train_seconds``). It is written as ``trials.csv`` (and ``trials.parquet`` when pyarrow is
+installed) at the end of every run segment; :func:`load_run` rebuilds it from the storage when
+it can (the storage is the source of truth) and falls back to the CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import ConfigError
+
+CRITERIA = ("max-accuracy", "min-flops", "knee")
+COSTS = ("flops", "params", "latency_ms")
+_ATTRS = ("run_id", "fail_reason", "fail_message", "counts", "spec_hash", "reused",
+          "reused_from", "epochs_trained", "last_accuracy", "train_seconds", "images_per_s")
+
+
+def trials_frame(study: Any) -> Any:
+    import pandas as pd
+
+    objectives = study.user_attrs.get("objectives") or [
+        f"objective_{i}" for i in range(len(study.directions))]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for k in _ATTRS:
+            row[k] = t.user_attrs.get(k)
+        for i, name in enumerate(objectives):
+            row[name] = t.values[i] if t.values else None
+        for k in COSTS:  # known before training, so shown for every trial that has them
+            if row.get(k) is None and k in t.user_attrs:
+                row[k] = t.user_attrs[k]
+        for k, v in t.params.items():
+            row[f"choice.{k}"] = v
+        row["spec"] = t.user_attrs.get("spec")
+        row["datetime_start"] = t.datetime_start
+        row["datetime_complete"] = t.datetime_complete
+        row["duration_s"] = (t.duration.total_seconds() if t.duration is not None else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials_table(study: Any, run_dir: Path) -> Path:
+    import os
+
+    df = trials_frame(study)
+    path = run_dir / "trials.csv"
+    tmp = run_dir / ".trials.csv.tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    try:
+        df.to_parquet(run_dir / "trials.parquet", index=False)
+    except (ImportError, ValueError, TypeError):  # no pyarrow, or a column it cannot store
+        pass
+    return path
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run, from its folder."""
+
+    path: Path
+    info: dict[str, Any]
+    _study: Any = None
+    _trials: Any = None
+
+    @property
+    def study(self) -> Any:
+        if self._study is None:
+            import optuna
+
+            from nas_attn.search import storage as st
+
+            url = (st.default_url(self.path) if self.info.get("storage_in_run_dir")
+                   else st.url_from_env(self.info.get("storage")))
+            if url is None or st.is_redacted(url):
+                raise ConfigError("storage", self.info.get("storage"),
+                                  f"set ${st.ENV_STORAGE} to the storage URL with its password")
+            self._study = optuna.load_study(study_name=self.info["study_name"],
+                                            storage=st.open_storage(url))
+        return self._study
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        return [(n, d) for n, d in self.info["objectives"]]
+
+    @property
+    def trials(self) -> Any:
+        if self._trials is None:
+            import pandas as pd
+
+            try:
+                self._trials = trials_frame(self.study)
+            except ConfigError:
+                self._trials = pd.read_csv(self.path / "trials.csv")
+        return self._trials
+
+    def front(self) -> Any:
+        """The Pareto front of COMPLETE trials (a DataFrame; pruned/failed never enter)."""
+        from nas_attn.pareto import pareto_front_mask
+
+        df = self.trials
+        done = df[df["state"] == "COMPLETE"]
+        names = [n for n, _ in self.objectives]
+        if done.empty:
+            return done
+        mask = pareto_front_mask(done[names].to_numpy(dtype=float),
+                                 [d for _, d in self.objectives])
+        return done[mask].sort_values(names[0]).reset_index(drop=True)
+
+    def best(self, criterion: str = "knee") -> Any:
+        """One row of the front: ``max-accuracy``, ``min-flops`` or the ``knee``."""
+        from nas_attn.pareto import knee_point
+
+        if criterion not in CRITERIA:
+            raise ConfigError("criterion", criterion, "unknown criterion", CRITERIA)
+        front = self.front()
+        if front.empty:
+            raise ConfigError("criterion", criterion, "the run has no COMPLETE trial")
+        if criterion == "max-accuracy":
+            return front.loc[front["val_accuracy"].idxmax()]
+        if criterion == "min-flops":
+            return front.loc[front["flops"].idxmin()]
+        names = [n for n, _ in self.objectives]
+        i = knee_point(front[names].to_numpy(dtype=float), [d for _, d in self.objectives])
+        return front.iloc[i]
+
+    def spec(self, row: Any) -> dict[str, Any]:
+        return json.loads(row["spec"])
+
+
+def load_run(path: str | Path) -> Run:
+    from nas_attn.search.run_dir import read_run
+
+    p = Path(path)
+    return Run(p, read_run(p))
+
+
+def objective_names(objectives: Sequence[tuple[str, str]]) -> list[str]:
+    return [n for n, _ in objectives]

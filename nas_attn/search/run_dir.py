@@ -1,0 +1,78 @@
+"""The run folder: everything one search leaves behind, next to its resolved configuration.
+
+Layout (``runs/<study>-<YYYYmmdd-HHMMSS>`` by default)::
+
+    run.json        study name, run id, storage URL (redacted), requested trials, seed, sampler,
+                    versions, status, how to rebuild the setup (for resume)
+    study.yaml      the resolved study (every default written out)
+    study.db        the Optuna storage (SQLite), unless --storage points elsewhere
+    trials.csv      one row per trial (also trials.parquet when pyarrow is installed)
+    ray/            Ray Tune's own results (one folder per run segment)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nas_attn.errors import ConfigError
+
+RUN_JSON = "run.json"
+STUDY_YAML = "study.yaml"
+
+
+def default_run_dir(study_name: str, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{study_name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{study_name}-{stamp}-{n}"
+    return path
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from nas_attn import __version__
+
+    out = {"nas_attn": __version__, "python": platform.python_version()}
+    for pkg in ("optuna", "ray", "torch", "numpy", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Atomic write (a kill -9 never leaves half a run.json)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_JSON
+    if not run_dir.is_dir():
+        raise ConfigError("RUN_DIR", str(run_dir), "no such folder")
+    if not path.exists():
+        raise ConfigError("RUN_DIR", str(run_dir), f"not a nas-attn run folder (no {RUN_JSON})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(path), None, f"corrupt run file: {e}") from None
+
+
+def write_study_yaml(run_dir: Path, resolved: Mapping[str, Any]) -> None:
+    import yaml
+
+    tmp = run_dir / f".{STUDY_YAML}.tmp"
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)),
+                                  sort_keys=False))
+    os.replace(tmp, run_dir / STUDY_YAML)

@@ -1,0 +1,329 @@
+"""A thin Ray Tune ``Searcher`` around an Optuna study, driven through ask/tell.
+
+Why not Ray's ``OptunaSearch`` (measured with ray 2.60, see DESIGN.md): a NaN leaves the Optuna
+trial RUNNING for ever, a result without the metric aborts the experiment, a trial stopped by
+the scheduler is told COMPLETE with its partly trained values, and ``Tuner.restore`` after a
+``kill -9`` duplicates trials. This searcher tells Optuna the truth instead (rules in
+:mod:`nas_attn.search.outcome`), never tells NaN, and never raises into Ray.
+
+Per proposal (``suggest``): ask Optuna, turn the trial into a spec (the ``propose`` callable:
+space -> canonical spec -> hash -> cost), then
+
+- over the cost budget -> told FAIL ``over_budget`` at once, no training, not counted;
+- same spec hash already evaluated in this study -> told with the earlier result, user attrs
+  ``reused=True`` and ``reused_from``; counted, not trained;
+- same spec hash being trained right now -> parked and told when that trial ends;
+- otherwise handed to Ray as a new trial.
+
+It returns ``FINISHED`` once ``target`` counted trials have been issued, so a run ends with
+exactly the requested number of finished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from nas_attn.search.outcome import (
+    COMPLETE,
+    FAIL,
+    PRUNED,
+    REUSABLE_FAILS,
+    Objective,
+    Outcome,
+    classify,
+    fail,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ASKS_PER_SUGGEST = 200
+MAX_CONSECUTIVE_SKIPS = 500
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the driver knows about a proposed architecture before any training."""
+
+    spec: Mapping[str, Any]
+    spec_hash: str
+    costs: Mapping[str, float] = field(default_factory=dict)
+    violation: str | None = None  # why it is over budget, or None
+
+
+Propose = Callable[[Any], Proposal]  # optuna.Trial -> Proposal
+
+
+@dataclass
+class Counts:
+    finished: int = 0
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    reused: int = 0
+    skipped: int = 0  # over budget / invalid: told FAIL, not counted
+    running: int = 0
+
+
+def state_of(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED, FAIL: TrialState.FAIL}[name]
+
+
+def is_counted(trial: Any) -> bool:
+    """Whether a stored Optuna trial counts toward a run's requested number of trials."""
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    if trial.state == TrialState.FAIL:
+        return bool(trial.user_attrs.get("counts", False))
+    return False
+
+
+def reusable(trial: Any) -> bool:
+    from optuna.trial import TrialState
+
+    if "spec_hash" not in trial.user_attrs:
+        return False
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in REUSABLE_FAILS
+
+
+def outcome_of(trial: Any) -> Outcome:
+    """The outcome a stored trial ended with (to reuse it for a duplicate architecture)."""
+    from optuna.trial import TrialState
+
+    keep = ("epochs_trained", "last_accuracy", "fail_reason", "fail_message", "final")
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in keep}
+    if trial.state == TrialState.COMPLETE:
+        return Outcome(COMPLETE, tuple(trial.values), attrs)
+    if trial.state == TrialState.PRUNED:
+        return Outcome(PRUNED, None, attrs)
+    return Outcome(FAIL, None, attrs)
+
+
+@dataclass
+class _Pending:
+    trial: Any  # optuna.Trial
+    proposal: Proposal
+    started: float
+    last_result: Mapping[str, Any] | None = None
+
+
+class AskTellSearcher(Searcher):
+    """Ray Tune searcher that asks an Optuna study and tells it what really happened."""
+
+    def __init__(self, study: Any, propose: Propose, objectives: Sequence[Objective],
+                 epochs: int, target: int, run_id: str,
+                 on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
+        super().__init__(metric=None, mode=None)
+        self.study = study
+        self.propose = propose
+        self.objectives = tuple(objectives)
+        self.epochs = epochs
+        self.target = target
+        self.run_id = run_id
+        self.on_event = on_event
+        self.counts = Counts()
+        self.issued = 0
+        self.stop_reason: str | None = None
+        self._consecutive_skips = 0
+        self._pending: dict[str, _Pending] = {}
+        self._in_flight: dict[str, str] = {}  # spec hash -> ray trial id
+        self._parked: dict[str, list[tuple[Any, Proposal]]] = {}
+        self._errors: dict[str, _Pending] = {}  # ray trial id -> pending, awaiting a reason
+        self._done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
+        for t in study.get_trials(deepcopy=False):
+            if reusable(t) and not t.user_attrs.get("reused"):
+                self._done.setdefault(t.user_attrs["spec_hash"], t)
+
+    # -- pickling: Ray pickles the searcher for Tuner.restore, which nas-attn never uses -----
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "detached": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w", encoding="utf-8") as fh:
+            json.dump({"run_id": self.run_id, "issued": self.issued, "target": self.target,
+                       "note": "the search state lives in the Optuna storage"}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError("nas-attn resumes from the Optuna storage (nas-attn resume)")
+
+    # -- Ray Searcher API ---------------------------------------------------------------------
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        for _ in range(MAX_ASKS_PER_SUGGEST):
+            if self.issued >= self.target or self.stop_reason:
+                return Searcher.FINISHED
+            trial = self.study.ask()
+            try:
+                proposal = self.propose(trial)
+            except Exception as e:  # an invalid spec from the space: record, never crash Ray
+                trial.set_user_attr("run_id", self.run_id)
+                self._tell(trial, fail("error", f"{type(e).__name__}: {e}", counts=False,
+                                       stage="propose"))
+                if self._skip():
+                    return Searcher.FINISHED
+                continue
+            self._annotate(trial, proposal)
+            if proposal.violation:
+                self._tell(trial, fail("over_budget", proposal.violation, counts=False))
+                if self._skip():
+                    return Searcher.FINISHED
+                continue
+            self.issued += 1
+            self._consecutive_skips = 0
+            earlier = self._done.get(proposal.spec_hash)
+            if earlier is not None:
+                self._reuse(trial, proposal, earlier)
+                continue
+            if proposal.spec_hash in self._in_flight:
+                self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
+                continue
+            self._pending[trial_id] = _Pending(trial, proposal, time.time())
+            self._in_flight[proposal.spec_hash] = trial_id
+            self.counts.running += 1
+            self._emit("start", {"number": trial.number, "spec_hash": proposal.spec_hash})
+            return {
+                "optuna_number": trial.number,
+                "spec_hash": proposal.spec_hash,
+                "spec": json.dumps(dict(proposal.spec), sort_keys=True),
+                "costs": dict(proposal.costs),
+            }
+        return None
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        p = self._pending.get(trial_id)
+        if p is not None:
+            p.last_result = dict(result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        p = self._pending.pop(trial_id, None)
+        if p is None:
+            return
+        if result:
+            p.last_result = dict(result)
+        if error:  # the reason arrives through ErrorRelay.on_trial_error right after this
+            self._errors[trial_id] = p
+            return
+        self._finish(p, classify(p.last_result, self.objectives, self.epochs, p.proposal.costs))
+
+    # -- errors (reason from the Tune callback) -----------------------------------------------
+
+    def resolve_error(self, trial_id: str, reason: str, message: str) -> None:
+        p = self._errors.pop(trial_id, None)
+        if p is None:
+            return
+        epochs = int(p.last_result["epoch"]) if p.last_result and "epoch" in p.last_result else 0
+        self._finish(p, fail(reason, message, epochs_trained=epochs, counts=True))
+
+    def flush(self) -> None:
+        """Tell every trial still waiting for an error reason (end of the Tuner run)."""
+        for trial_id in list(self._errors):
+            self.resolve_error(trial_id, "error", "the trial raised an error")
+        for trial_id in list(self._pending):  # Ray never reported back: not trained for sure
+            p = self._pending.pop(trial_id)
+            self._finish(p, fail("error", "the trial never ended in Ray", counts=True))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _skip(self) -> bool:
+        """Count a proposal that was told FAIL without training; True when the search must stop."""
+        self.counts.skipped += 1
+        self._consecutive_skips += 1
+        if self._consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            self.stop_reason = (f"{self._consecutive_skips} proposals in a row were over the cost "
+                                "budget or invalid; loosen the study's constraints")
+            return True
+        return False
+
+    def _annotate(self, trial: Any, proposal: Proposal) -> None:
+        trial.set_user_attr("run_id", self.run_id)
+        trial.set_user_attr("spec_hash", proposal.spec_hash)
+        trial.set_user_attr("spec", json.dumps(dict(proposal.spec), sort_keys=True))
+        for k, v in proposal.costs.items():
+            trial.set_user_attr(k, float(v))
+
+    def _reuse(self, trial: Any, proposal: Proposal, earlier: Any) -> None:
+        out = outcome_of(earlier)
+        attrs = {**out.attrs, "reused": True, "reused_from": earlier.number, "counts": True}
+        self._tell(trial, Outcome(out.state, out.values, attrs))
+        self.counts.reused += 1
+        self._count(out.state)
+        self._emit("finish", {"number": trial.number, "state": out.state, "reused": True})
+
+    def _finish(self, p: _Pending, out: Outcome) -> None:
+        h = p.proposal.spec_hash
+        self._in_flight.pop(h, None)
+        self.counts.running -= 1
+        attrs = dict(out.attrs)
+        attrs.setdefault("counts", True)
+        attrs["train_seconds"] = round(time.time() - p.started, 3)
+        if p.last_result:
+            for k in ("images_per_s", "train_loss", "val_loss"):
+                v = p.last_result.get(k)
+                if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
+                    attrs[k] = float(v)
+        out = Outcome(out.state, out.values, attrs)
+        frozen = self._tell(p.trial, out)
+        self._count(out.state)
+        self._emit("finish", {"number": p.trial.number, "state": out.state,
+                              "values": out.values, "reason": attrs.get("fail_reason")})
+        if frozen is not None and reusable(frozen):
+            self._done.setdefault(h, frozen)
+        for trial, proposal in self._parked.pop(h, []):
+            self._reuse(trial, proposal, frozen) if frozen is not None and reusable(frozen) \
+                else self._copy_failure(trial, out, p.trial.number)
+
+    def _copy_failure(self, trial: Any, out: Outcome, number: int) -> None:
+        attrs = {**out.attrs, "reused": True, "reused_from": number, "counts": True}
+        self._tell(trial, Outcome(FAIL, None, attrs))
+        self.counts.reused += 1
+        self._count(FAIL)
+
+    def _count(self, state: str) -> None:
+        self.counts.finished += 1
+        if state == COMPLETE:
+            self.counts.complete += 1
+        elif state == PRUNED:
+            self.counts.pruned += 1
+        else:
+            self.counts.failed += 1
+
+    def _tell(self, trial: Any, out: Outcome) -> Any:
+        for k, v in out.attrs.items():
+            trial.set_user_attr(k, v)
+        try:
+            if out.state == COMPLETE:
+                return self.study.tell(trial, list(out.values or ()))
+            return self.study.tell(trial, state=state_of(out.state))
+        except Exception:  # never let a sampler or storage hiccup abort the search
+            log.exception("could not tell Optuna trial %s", trial.number)
+            try:
+                return self.study._storage.get_trial(trial._trial_id)
+            except Exception:
+                return None
+
+    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception:
+                log.exception("progress callback failed")

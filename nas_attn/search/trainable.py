@@ -1,0 +1,114 @@
+"""The Ray Tune trainable: one function boundary between the runner and training.
+
+``run_trial(config, settings)`` runs inside a Ray worker. It resolves the evaluator named in
+``settings["evaluator"]`` (``"module:function"``) and calls::
+
+    evaluate(spec: dict, settings: dict, report_epoch: Callable[[dict], None]) -> None
+
+``report_epoch`` is called once per epoch with at least ``val_accuracy``; the wrapper numbers
+the epochs, adds the costs computed by the driver (flops, params, latency_ms) and forwards the
+result to ``ray.tune.report``. It is also the place where a bad result becomes a typed failure
+before Ray or the scheduler sees it: a missing ``val_accuracy`` raises
+``TrialError("missing_metric")``, a non-finite one ``NonFiniteLossError``, an evaluator that
+returns before the epoch budget ``TrialError("missing_metric")``. Exceptions that are not
+``TrialError`` become ``oom`` (MemoryError, torch OOM) or ``error``. The runner reads the reason
+back from the Ray trial's error (see :class:`nas_attn.search.runner.ErrorRelay`).
+
+Worker reuse and resident data: the runner starts trials with ``reuse_actors=True``, so one
+worker process serves many trials; :func:`worker_cache` keeps objects (the dataset) in that
+process across trials, keyed by a fingerprint of their settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nas_attn.errors import NonFiniteLossError, OutOfMemoryError, TrialError
+
+Evaluate = Callable[[dict, dict, Callable[[Mapping[str, Any]], None]], None]
+_CACHE: dict[str, Any] = {}
+
+
+def worker_cache(key: str, factory: Callable[[], Any]) -> Any:
+    """A value kept in this worker process across trials (built once by ``factory``)."""
+    if key not in _CACHE:
+        _CACHE[key] = factory()
+    return _CACHE[key]
+
+
+def resolve_evaluator(name: str) -> Evaluate:
+    from nas_attn.errors import ConfigError
+
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise ConfigError("evaluator", name, "expected 'package.module:function'")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError("evaluator", name, f"cannot import it ({e})") from None
+    if not callable(fn):
+        raise ConfigError("evaluator", name, "is not callable")
+    return fn
+
+
+def check_metrics(metrics: Mapping[str, Any], epoch: int) -> dict[str, Any]:
+    """The result to report for ``epoch``, or a TrialError for a missing/non-finite accuracy."""
+    if not isinstance(metrics, Mapping) or "val_accuracy" not in metrics:
+        keys = sorted(metrics) if isinstance(metrics, Mapping) else type(metrics).__name__
+        raise TrialError("missing_metric", f"epoch {epoch} reported no 'val_accuracy' ({keys})")
+    acc = metrics["val_accuracy"]
+    if not isinstance(acc, int | float) or not math.isfinite(acc):
+        raise NonFiniteLossError(f"epoch {epoch}: val_accuracy is {acc!r}")
+    out = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    out["val_accuracy"] = float(acc)
+    out["epoch"] = epoch
+    return out
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    name = type(e).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    """Ray function trainable (wrapped with ``tune.with_parameters(settings=...)``)."""
+    from ray import tune
+
+    cpus = max(1, math.floor(float(settings.get("cpus_per_trial", 1))))
+    try:
+        import torch
+
+        torch.set_num_threads(cpus)
+    except ImportError:  # an evaluator without torch
+        pass
+    spec = json.loads(config["spec"])
+    costs = dict(config.get("costs", {}))
+    epochs = int(settings["epochs"])
+    evaluate = resolve_evaluator(str(settings["evaluator"]))
+    state = {"epoch": 0}
+
+    def report_epoch(metrics: Mapping[str, Any]) -> None:
+        epoch = state["epoch"] + 1
+        result = check_metrics(metrics, epoch)
+        result.update(costs)
+        result["spec_hash"] = config["spec_hash"]
+        state["epoch"] = epoch
+        tune.report(result)
+
+    try:
+        evaluate(spec, dict(settings.get("evaluate", {})), report_epoch)
+    except TrialError:
+        raise
+    except Exception as e:
+        if _is_oom(e):
+            raise OutOfMemoryError(f"{type(e).__name__}: {e}") from e
+        raise TrialError("error", f"{type(e).__name__}: {e}") from e
+    if state["epoch"] < epochs:
+        raise TrialError("missing_metric",
+                         f"the evaluator returned after {state['epoch']} of {epochs} epochs")

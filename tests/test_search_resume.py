@@ -1,0 +1,98 @@
+"""kill -9 / Ctrl-C of the driver mid-search, then ``nas-attn resume``: the run ends with
+exactly the requested number of finished trials, nothing RUNNING, nothing trained twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+STUDY = """\
+name: interrupt
+synthetic: {choices: 40, epochs: 3, epoch_seconds: 0.4}
+search: {trials: 8, sampler: random, seed: 3, max_concurrent: 2, cpus_per_trial: 1}
+"""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nas_attn", *args]
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+            return con.execute(
+                "select count(*) from trials where state in ('COMPLETE','PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def _start_and_interrupt(tmp_path: Path, sig: int) -> tuple[Path, subprocess.Popen, bytes]:
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY)
+    run = tmp_path / "run"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(_cli("search", str(study), "--out", str(run), "--num-cpus", "2",
+                                 "--quiet"), env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    try:
+        while _finished(run / "study.db") < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+        os.kill(proc.pid, sig)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        try:  # Ray daemons the killed driver started (same session); ours to clean up
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    before = json.loads((run / "run.json").read_text())
+    assert before["status"] in ("running", "interrupted")
+    res = subprocess.run(_cli("resume", str(run), "--num-cpus", "2", "--quiet"), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return run, proc, out
+
+
+def _check_exact(run: Path) -> None:
+    import nas_attn
+
+    r = nas_attn.load_run(run)
+    df = r.trials
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert "RUNNING" not in set(df["state"])
+    mine = df[df["run_id"] == r.info["run_id"]]
+    assert int(mine["counts"].fillna(False).astype(bool).sum()) == 8
+    trained = mine[(mine["state"].isin(["COMPLETE", "PRUNED"])) & (mine["reused"] != True)]  # noqa: E712
+    assert trained["spec_hash"].is_unique  # no architecture trained twice
+    orphans = df[df["fail_reason"] == "orphaned"]
+    assert not orphans["counts"].fillna(False).astype(bool).any()
+
+
+def test_kill_9_then_resume_is_exact(tmp_path):
+    run, proc, _ = _start_and_interrupt(tmp_path, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    _check_exact(run)
+
+
+def test_sigint_then_resume_is_exact(tmp_path):
+    run, proc, out = _start_and_interrupt(tmp_path, signal.SIGINT)
+    assert proc.returncode == 130, out.decode()[-3000:]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    _check_exact(run)

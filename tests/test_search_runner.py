@@ -1,0 +1,85 @@
+"""End-to-end searches through real Ray and a real Optuna SQLite storage (synthetic trials)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas_attn.errors import ConfigError
+from nas_attn.search.runner import run_search
+from nas_attn.search.setup import SearchOptions, synthetic_setup
+from nas_attn.search.synthetic import SyntheticProblem
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_search_records_every_failure_and_builds_the_front_from_complete(tmp_path):
+    import nas_attn
+
+    faults = {1: "raise", 2: "nan", 3: "missing", 4: "oom"}
+    problem = SyntheticProblem(choices=8, epochs=2, faults=faults, max_flops=7000)
+    setup = synthetic_setup(problem, "faults", SearchOptions(
+        trials=8, sampler="grid", seed=0, max_concurrent=2))
+    s = run_search(setup, out=tmp_path / "run", quiet=True, num_cpus=2)
+    assert (s.status, s.finished, s.requested) == ("finished", 8, 8)
+
+    run = nas_attn.load_run(tmp_path / "run")
+    df = run.trials
+    assert "RUNNING" not in set(df["state"])
+    counted = df[df["counts"] == True]  # noqa: E712
+    assert len(counted) == 8
+    reasons = dict(zip(df["choice.x"], df["fail_reason"], strict=True))
+    assert {reasons[1], reasons[2], reasons[3], reasons[4]} == {
+        "error", "nonfinite", "missing_metric", "oom"}
+    assert reasons[1] == "error" and reasons[2] == "nonfinite"
+    assert reasons[3] == "missing_metric" and reasons[4] == "oom"
+    assert reasons[7] == "over_budget"  # flops 8000 > 7000: never trained, not counted
+    assert not df[df["choice.x"] == 7]["counts"].any()
+    complete = df[df["state"] == "COMPLETE"]
+    assert set(complete["choice.x"]) == {0, 5, 6}  # every healthy choice trained in full
+    assert complete["val_accuracy"].notna().all()
+    assert df[df["state"] != "COMPLETE"]["val_accuracy"].isna().all()  # never NaN told
+    front = run.front()
+    assert len(front) >= 1 and set(front["number"]) <= set(complete["number"])
+    assert run.best("max-accuracy")["val_accuracy"] == complete["val_accuracy"].max()
+    assert run.best("min-flops")["flops"] == complete["flops"].min()
+    assert run.best("knee")["number"] in set(front["number"])
+    assert (tmp_path / "run" / "trials.csv").exists()
+    assert (tmp_path / "run" / "study.yaml").exists()
+
+
+def test_early_stopping_prunes_and_pruned_never_enter_the_front(tmp_path):
+    import nas_attn
+
+    problem = SyntheticProblem(choices=12, epochs=4)
+    setup = synthetic_setup(problem, "prune", SearchOptions(
+        trials=10, sampler="random", seed=1, max_concurrent=1),
+        early_stopping={"enabled": True, "eta": 2, "grace_epochs": 1, "min_trials_at_rung": 1})
+    s = run_search(setup, out=tmp_path / "run", quiet=True, num_cpus=2)
+    assert s.finished == 10
+    run = nas_attn.load_run(tmp_path / "run")
+    df = run.trials
+    pruned = df[df["state"] == "PRUNED"]
+    assert len(pruned) >= 1
+    assert (pruned["epochs_trained"] < 4).all() and pruned["last_accuracy"].notna().all()
+    assert set(run.front()["number"]).isdisjoint(set(pruned["number"]))
+
+
+def test_fingerprint_mismatch_refused_and_identical_rerun_continues(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    opts = SearchOptions(trials=3, sampler="random", seed=0, max_concurrent=2)
+    first = run_search(synthetic_setup(SyntheticProblem(choices=20, epochs=1), "same", opts),
+                       out=out, quiet=True, num_cpus=2)
+    assert first.finished == 3
+    changed = synthetic_setup(SyntheticProblem(choices=20, epochs=2), "same", opts)
+    with pytest.raises(ConfigError, match="different setup"):
+        run_search(changed, out=out, quiet=True, num_cpus=2)
+    assert json.loads((out / "run.json").read_text())["run_id"]  # run.json left intact
+    again = run_search(synthetic_setup(SyntheticProblem(choices=20, epochs=1), "same", opts),
+                       out=out, quiet=True, num_cpus=2)
+    assert again.finished == 3
+    import nas_attn
+
+    df = nas_attn.load_run(out).trials
+    assert df["counts"].sum() == 6 and df["run_id"].nunique() == 2

@@ -1,0 +1,135 @@
+"""The search runner's decision logic, with a real (in-memory) Optuna study and no Ray."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas_attn.errors import ConfigError, NonFiniteLossError, OutOfMemoryError, TrialError
+from nas_attn.search import fingerprint as fp
+from nas_attn.search import storage as st
+from nas_attn.search.outcome import COMPLETE, FAIL, PRUNED, Objective, classify, reason_of
+from nas_attn.search.searcher import AskTellSearcher, is_counted
+from nas_attn.search.synthetic import SyntheticProblem, quality
+from nas_attn.search.trainable import check_metrics
+
+OBJ = (Objective("val_accuracy", "maximize"), Objective("flops", "minimize"))
+
+
+def test_classify_complete_pruned_and_failures():
+    costs = {"flops": 100.0}
+    full = classify({"epoch": 3, "val_accuracy": 0.8}, OBJ, 3, costs)
+    assert (full.state, full.values) == (COMPLETE, (0.8, 100.0))
+    part = classify({"epoch": 1, "val_accuracy": 0.4}, OBJ, 3, costs)
+    assert part.state == PRUNED and part.values is None
+    assert part.attrs == {"epochs_trained": 1, "last_accuracy": 0.4}
+    nan = classify({"epoch": 3, "val_accuracy": math.nan}, OBJ, 3, costs)
+    assert nan.state == FAIL and nan.attrs["fail_reason"] == "nonfinite"
+    missing = classify({"epoch": 3}, OBJ, 3, costs)
+    assert missing.attrs["fail_reason"] == "missing_metric"
+    assert classify(None, OBJ, 3, costs).attrs["fail_reason"] == "missing_metric"
+
+
+def test_trial_errors_survive_pickling_and_give_their_reason():
+    for err, reason in ((NonFiniteLossError("x"), "nonfinite"), (OutOfMemoryError("y"), "oom"),
+                        (TrialError("missing_metric", "z"), "missing_metric")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and back.reason == reason
+        assert reason_of(back)[0] == reason
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = OutOfMemoryError("inner")
+    assert reason_of(wrapped)[0] == "oom"
+    assert reason_of(ValueError("boom")) == ("error", "boom")
+
+
+def test_check_metrics_refuses_missing_and_nonfinite_accuracy():
+    assert check_metrics({"val_accuracy": 0.5, "x": [1]}, 2) == {"val_accuracy": 0.5, "epoch": 2}
+    with pytest.raises(TrialError) as e:
+        check_metrics({"train_loss": 1.0}, 1)
+    assert e.value.reason == "missing_metric"
+    with pytest.raises(NonFiniteLossError):
+        check_metrics({"val_accuracy": float("inf")}, 1)
+
+
+def test_fingerprint_differences_name_the_changed_settings():
+    a = {"objectives": ["val_accuracy", "flops"], "train": {"epochs": 3, "lr": 0.1}}
+    b = {"objectives": ["val_accuracy", "params"], "train": {"epochs": 3, "lr": 0.2}}
+    assert fp.differences(a, a) == []
+    assert fp.differences(a, b) == ["objectives", "train.lr"]
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        fp.check_compatible("s", a, b)
+    assert fp.fingerprint_hash(a) == fp.fingerprint_hash(dict(reversed(a.items())))
+
+
+def test_storage_url_redaction_and_validation():
+    url = "postgresql://alice:s3cret@db.example:5432/nas"
+    assert st.redact(url) == "postgresql://alice:***@db.example:5432/nas"
+    assert "s3cret" not in st.redact(url) and st.is_redacted(st.redact(url))
+    assert st.redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    with pytest.raises(ConfigError, match="scheme"):
+        st.validate_url("redis://localhost")
+
+
+def _searcher(problem: SyntheticProblem, target: int) -> AskTellSearcher:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    return AskTellSearcher(study, problem.propose, OBJ, problem.epochs, target, "run1")
+
+
+def test_searcher_tells_the_truth_and_reuses_duplicates():
+    s = _searcher(SyntheticProblem(choices=2, epochs=3), target=6)
+    configs = {}
+    for i in range(6):  # two choices: only two specs are ever trained
+        c = s.suggest(f"t{i}")
+        if isinstance(c, dict):
+            configs[f"t{i}"] = c
+    assert 1 <= len(configs) <= 2
+    assert len({c["spec_hash"] for c in configs.values()}) == len(configs)
+    ids = list(configs)
+    s.on_trial_result(ids[0], {"epoch": 1, "val_accuracy": 0.3})
+    s.on_trial_complete(ids[0], {"epoch": 1, "val_accuracy": 0.3})  # stopped at a rung
+    if len(ids) > 1:
+        s.on_trial_complete(ids[1], {"epoch": 3, "val_accuracy": 0.9})
+    assert s.suggest("late") == "FINISHED"
+    trials = s.study.get_trials()
+    assert len(trials) == 6 and all(is_counted(t) for t in trials)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.values is None for t in pruned)
+    assert pruned[0].user_attrs["epochs_trained"] == 1
+    reused = [t for t in trials if t.user_attrs.get("reused")]
+    assert len(reused) == 6 - len(ids)
+    by_hash = {t.user_attrs["spec_hash"]: t for t in trials if not t.user_attrs.get("reused")}
+    for t in reused:  # a reused trial carries the original's outcome
+        orig = by_hash[t.user_attrs["spec_hash"]]
+        assert (t.state, t.values) == (orig.state, orig.values)
+        assert t.user_attrs["reused_from"] == orig.number
+
+
+def test_searcher_error_reason_and_over_budget_do_not_stall():
+    s = _searcher(SyntheticProblem(choices=6, epochs=2, max_flops=3000), target=2)
+    c1 = s.suggest("a")
+    assert isinstance(c1, dict) and c1["costs"]["flops"] <= 3000
+    s.on_trial_complete("a", None, error=True)
+    s.resolve_error("a", "oom", "oom: no memory")
+    c2 = s.suggest("b")
+    s.on_trial_complete("b", {"epoch": 2, "val_accuracy": 0.7})
+    assert s.suggest("c") == "FINISHED"
+    trials = s.study.get_trials()
+    over = [t for t in trials if t.user_attrs.get("fail_reason") == "over_budget"]
+    assert all(not is_counted(t) and t.user_attrs["flops"] > 3000 for t in over)
+    failed = [t for t in trials if t.user_attrs.get("fail_reason") == "oom"]
+    assert len(failed) == 1 and is_counted(failed[0])
+    assert sum(is_counted(t) for t in trials) == 2
+    assert isinstance(c2, dict)
+
+
+def test_synthetic_quality_is_fixed_and_bounded():
+    q = [quality(i) for i in range(20)]
+    assert all(0.5 <= x <= 0.95 for x in q) and len(set(q)) > 10
+    assert q == [quality(i) for i in range(20)]
