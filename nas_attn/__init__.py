@@ -15,6 +15,7 @@ _LAZY = {
     "build_model": "nas_attn.arch",
     "canonicalize": "nas_attn.arch",
     "load": "nas_attn.export",
+    "load_ablation": "nas_attn.ablation.load",
     "load_run": "nas_attn.search.results",
     "load_spec": "nas_attn.arch",
     "spec_hash": "nas_attn.arch",
