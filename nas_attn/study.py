@@ -92,7 +92,9 @@ class EarlyStopping:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The budget and resources. ``max_concurrent: null`` = as many as the CPUs allow."""
+    """The budget and resources. ``max_concurrent: null`` = as many as the CPUs allow.
+    ``keep_checkpoints``: keep each COMPLETE trial's final weights in the run folder
+    (``checkpoints/``), so ``nas-attn export`` needs no retraining."""
 
     trials: int = 24
     sampler: str = "tpe"
@@ -100,8 +102,10 @@ class SearchSettings:
     max_concurrent: int | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    keep_checkpoints: bool = True
 
     def __post_init__(self) -> None:
+        _check_bool(self.keep_checkpoints, "search.keep_checkpoints")
         _check_int(self.trials, "search.trials", 1)
         if self.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)

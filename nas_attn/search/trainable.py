@@ -17,6 +17,15 @@ back from the Ray trial's error (see :class:`nas_attn.search.runner.ErrorRelay`)
 Worker reuse and resident data: the runner starts trials with ``reuse_actors=True``, so one
 worker process serves many trials; :func:`worker_cache` keeps objects (the dataset) in that
 process across trials, keyed by a fingerprint of their settings.
+
+Trial context for evaluators: the evaluator's settings get a reserved key ``"_trial"`` with the
+trial's ``spec_hash`` and ``checkpoint_dir`` (where a COMPLETE trial's final weights go, see
+:func:`checkpoint_path`; None when weights are not kept). ``checkpoint_dir`` is
+``settings["checkpoint_dir"]`` when the runner passes that key (None turns checkpoints off);
+otherwise it is derived from Ray's storage path, which the runner sets to ``RUN_DIR/ray``: the
+checkpoints go to ``RUN_DIR/checkpoints`` when ``RUN_DIR/run.json`` is visible from the worker.
+On a multi-node cluster without a shared file system a worker on another machine does not see
+the run folder, so it keeps no checkpoint (export then retrains that architecture).
 """
 
 from __future__ import annotations
@@ -25,12 +34,48 @@ import importlib
 import json
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import NonFiniteLossError, OutOfMemoryError, TrialError
 
 Evaluate = Callable[[dict, dict, Callable[[Mapping[str, Any]], None]], None]
 _CACHE: dict[str, Any] = {}
+CHECKPOINT_DIR = "checkpoints"
+TRIAL_KEY = "_trial"
+
+
+def checkpoint_name(spec_hash: str, seed: int) -> str:
+    """The file name of the final weights of spec ``spec_hash`` trained with ``seed`` (pure).
+
+    One file per (architecture, seed): a study trains each spec hash once per seed (duplicates
+    are reused, see docs/search.md), so a reused trial finds its weights under the same name.
+    """
+    return f"{spec_hash}-s{int(seed)}.safetensors"
+
+
+def checkpoint_path(run_dir: str | Path, spec_hash: str, seed: int) -> Path:
+    """``RUN_DIR/checkpoints/<spec_hash>-s<seed>.safetensors`` (pure)."""
+    return Path(run_dir) / CHECKPOINT_DIR / checkpoint_name(spec_hash, seed)
+
+
+def trial_checkpoint_dir(settings: Mapping[str, Any]) -> str | None:
+    """The folder for this trial's checkpoint: the runner's ``checkpoint_dir`` setting, or
+    ``RUN_DIR/checkpoints`` derived from Ray's storage path (``RUN_DIR/ray``) when this worker
+    sees ``RUN_DIR/run.json``; None when neither applies."""
+    if "checkpoint_dir" in settings:
+        value = settings["checkpoint_dir"]
+        return None if value is None else str(value)
+    try:
+        from ray import tune
+
+        storage = Path(tune.get_context().get_storage().storage_fs_path)
+    except Exception:  # not in a Tune session, or a remote (URI) storage
+        return None
+    run_dir = storage.parent
+    if not (run_dir / "run.json").is_file():
+        return None
+    return str(run_dir / CHECKPOINT_DIR)
 
 
 def worker_cache(key: str, factory: Callable[[], Any]) -> Any:
@@ -101,8 +146,11 @@ def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
         state["epoch"] = epoch
         tune.report(result)
 
+    evaluate_settings = dict(settings.get("evaluate", {}))
+    evaluate_settings[TRIAL_KEY] = {"spec_hash": str(config["spec_hash"]),
+                                    "checkpoint_dir": trial_checkpoint_dir(settings)}
     try:
-        evaluate(spec, dict(settings.get("evaluate", {})), report_epoch)
+        evaluate(spec, evaluate_settings, report_epoch)
     except TrialError:
         raise
     except Exception as e:
