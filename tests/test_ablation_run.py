@@ -174,8 +174,8 @@ def test_designs_give_arms_times_seeds_jobs_seed_major(kw, arms):
 
 
 @pytest.mark.parametrize(("path", "arms", "skipped"), [
-    ("studies/ablation_se_integration.yaml", 5, 0),
-    ("studies/ablation_ela_mobilenetv2.yaml", 5, 1),  # ELA-T cannot be built at 144 channels
+    ("studies/ablations/se_integration.yaml", 5, 0),
+    ("studies/ablations/ela_mobilenetv2.yaml", 5, 1),  # ELA-T cannot be built at 144 channels
 ])
 def test_shipped_ablation_studies(path, arms, skipped):
     from nas_attn.ablation.run import make_jobs

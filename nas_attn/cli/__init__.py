@@ -49,14 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors (missing argument, bad option value, ...)
+        if _is_click_exception(e):
             e.show()
             return e.exit_code
         raise
     return 0
+
+
+def _is_click_exception(e: BaseException) -> bool:
+    """Typer 0.29 vendors its own copy of click; accept either copy's ClickException."""
+    classes: list[type] = []
+    for mod in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            classes.append(importlib.import_module(mod).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return isinstance(e, tuple(classes))
 
 
 if __name__ == "__main__":
