@@ -1,0 +1,68 @@
+"""Strict, frozen configuration dataclasses shared by the data and training layers.
+
+A config is a frozen dataclass validated in ``__post_init__``; :func:`config_from_mapping` builds
+one from a plain mapping (YAML, CLI) and refuses unknown keys with a ConfigError that lists the
+valid ones, so a misspelt setting never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from nas_attn.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def config_from_mapping(cls: type[C], value: C | Mapping[str, Any] | None, field: str) -> C:
+    """``value`` as a ``cls`` instance: returned as is, or built from a mapping (None = defaults).
+
+    Unknown keys raise ConfigError naming ``field.key``; the dataclass validates the values.
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, value, f"expected a mapping or a {cls.__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in value:
+        if key not in names:
+            raise ConfigError(f"{field}.{key}" if field else str(key), key, "unknown key", names)
+    return cls(**dict(value))
+
+
+def check_int(value: Any, field: str, low: int | None = None, high: int | None = None,
+              none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, value, "expected an integer" + (" or null" if none_ok else ""))
+    if low is not None and value < low:
+        raise ConfigError(field, value, f"must be >= {low}")
+    if high is not None and value > high:
+        raise ConfigError(field, value, f"must be <= {high}")
+
+
+def check_float(value: Any, field: str, low: float | None = None, high: float | None = None,
+                low_open: bool = False, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ConfigError(field, value, "expected a number" + (" or null" if none_ok else ""))
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(field, value, f"must be {'>' if low_open else '>='} {low}")
+    if high is not None and value > high:
+        raise ConfigError(field, value, f"must be <= {high}")
+
+
+def check_bool(value: Any, field: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "expected a boolean", [True, False])
+
+
+def check_choice(value: Any, field: str, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(field, value, "unknown value", choices)
