@@ -1,0 +1,108 @@
+"""Replay random search, TPE, NSGA-II and GP, with and without Pareto successive halving,
+against the tabular benchmark; print the metrics and the issue's targets.
+
+    .venv/bin/python benchmarks/tabular/replay.py \
+        --table benchmarks/tabular/data/attention343.npz --reps 20 --trials 300 --workers 2 \
+        --json benchmarks/tabular/data/replay_results.json --svg docs/tabular-benchmark.svg
+
+GP (optuna's GPSampler) costs seconds per proposal at a few hundred trials, so it runs with
+``--gp-reps`` repetitions of ``--gp-trials`` trials (0 leaves it out) and is timed apart from
+the 20 x 300 replay of the other methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from nas_attn.bench.replay import Method, replay, summarize
+from nas_attn.bench.report import curves, curves_svg, markdown_table, targets
+from nas_attn.bench.table import load_table
+from nas_attn.search.pruning import HalvingConfig
+
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else "inf"
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if hasattr(x, "item"):
+        return _clean(x.item())
+    return x
+
+
+def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: float | None
+          ) -> None:
+    summary = summarize(runs, table)
+    goals = targets(summary, runs, table.n_archs)
+    print(markdown_table(summary))
+    print(json.dumps(_clean(goals), indent=1), flush=True)
+    if args.json:
+        out = {"table": args.table, "table_summary": table.summary(),
+               "halving": [{**c.to_dict(), "tag": t} for c, t in configs],
+               "reps": args.reps, "trials": args.trials, "workers": args.workers,
+               "replay_wall_seconds": round(main_s, 1),
+               "gp": {"reps": args.gp_reps, "trials": args.gp_trials,
+                      "wall_seconds": None if gp_s is None else round(gp_s, 1)},
+               "summary": summary, "targets": goals}
+        Path(args.json).write_text(json.dumps(_clean(out), indent=1) + "\n")
+    if args.svg:
+        c = curves(runs, max_epochs=args.plot_epochs)
+        Path(args.svg).write_text(curves_svg(c, y_min=args.plot_y_min) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--table", default="benchmarks/tabular/data/attention343.npz")
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--trials", type=int, default=300)
+    p.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"])
+    p.add_argument("--gp-reps", type=int, default=3)
+    p.add_argument("--gp-trials", type=int, default=100)
+    p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE",
+                   help="early-stopping settings to compare (eta,grace_epochs); the first is "
+                        "named SAMPLER+es, the others SAMPLER+es(eta,grace)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", default=None, help="write the summary and targets here")
+    p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
+    p.add_argument("--plot-epochs", type=float, default=None, help="epoch axis limit")
+    p.add_argument("--plot-y-min", type=float, default=0.0, help="HV-ratio axis start")
+    args = p.parse_args(argv)
+
+    table = load_table(args.table)
+    print(f"table: {table.summary()}")
+    configs = []
+    for i, text in enumerate(args.es):
+        eta, grace = (int(v) for v in text.split(","))
+        tag = "" if i == 0 else f"({eta},{grace})"
+        configs.append((HalvingConfig(max_epochs=table.epochs, eta=eta, grace_epochs=grace), tag))
+    methods = [Method(s) for s in args.samplers]
+    methods += [Method(s, cfg, tag) for cfg, tag in configs for s in args.samplers]
+    t0 = time.perf_counter()
+    runs = replay(table, methods, args.trials, args.reps, workers=args.workers)
+    main_s = time.perf_counter() - t0
+    print(f"replay: {len(methods)} methods x {args.reps} reps x {args.trials} trials in "
+          f"{main_s:.1f}s wall ({args.workers} workers)", flush=True)
+    write(args, table, configs, runs, main_s, None)  # kept even if GP is interrupted
+    if args.gp_reps > 0 and args.gp_trials > 0:
+        t1 = time.perf_counter()
+        gp = replay(table, [Method("gp"), Method("gp", configs[0][0])], args.gp_trials,
+                    args.gp_reps, workers=args.workers)
+        gp_s = time.perf_counter() - t1
+        runs.update(gp)
+        print(f"gp: 2 methods x {args.gp_reps} reps x {args.gp_trials} trials in {gp_s:.1f}s",
+              flush=True)
+        write(args, table, configs, runs, main_s, gp_s)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Generating the tabular benchmark through the search runner (Ray Tune + Optuna storage).
+
+Every (architecture, seed) pair of the table's finite space is one runner trial: a
+:class:`TableProposer` hands the runner the pairs in a fixed, seed-major order (all
+architectures with seed 0, then seed 1, ...), so an interrupted generation still holds whole
+seeds. The sampler the runner builds is not consulted: the proposer ignores the Optuna trial's
+suggestions and records the pair as user attributes (``table_arch``, ``table_seed``). The
+evaluator (:func:`evaluate`, run in the Ray workers) trains the spec with
+:func:`nas_attn.train.train_spec` using the pair's seed and reports every epoch; per-epoch
+validation accuracies are read back from Ray's own per-trial ``result.json`` logs, since the
+Optuna study keeps only final values.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EVALUATOR = "nas_attn.bench.generate:evaluate"
+
+# The table's space: none/SE/ECA/CBAM at post_bn or post_add, per stage, in the "tiny" ResNet
+# (8/16/32 channels, one BasicBlock per stage): (1 + 3 * 2) ** 3 = 343 architectures.
+TABLE_SPACE: dict[str, Any] = {
+    "name": "tabular-attention",
+    "description": "none/SE/ECA/CBAM at post_bn or post_add per stage of tiny(width 8, 1 block)",
+    "backbone": "tiny",
+    "backbone_args": {"width": 8, "blocks": 1},
+    "num_classes": 10,
+    "input_size": [3, 16, 16],
+    "stages": {
+        "default": {
+            "attention": {"none": None, "se": None, "eca": None, "cbam": None},
+            "position": ["post_bn", "post_add"],
+            "blocks": "all",
+        }
+    },
+}
+TABLE_DATA: dict[str, Any] = {
+    "name": "cluttered-digits", "image_size": 16, "train_size": 512, "val_size": 300,
+    "test_size": 100, "distractors": 1, "noise": 0.05, "seed": 0,
+}
+TABLE_TRAIN: dict[str, Any] = {
+    "epochs": 9, "batch_size": 64, "optimizer": "adamw", "lr": 0.005, "nesterov": False,
+    "weight_decay": 0.01, "threads": 1,
+}
+
+
+def table_space(space: Mapping[str, Any] | None = None) -> Any:
+    from nas_attn.space import SearchSpace
+
+    return SearchSpace.from_dict(dict(space or TABLE_SPACE), "tabular benchmark space")
+
+
+def enumerate_archs(space: Any) -> list[tuple[dict[str, Any], Any]]:
+    """Every buildable point of the space: ``(params, canonical spec)`` in the space's order."""
+    out = []
+    for point in space.enumerate():
+        if point.error is None:
+            out.append((point.params, point.spec))
+    return out
+
+
+def pair_hash(arch_hash: str, seed: int) -> str:
+    """A runner spec hash per (architecture, seed): the runner reuses equal hashes."""
+    return hashlib.sha256(f"{arch_hash}:{seed}".encode()).hexdigest()[:16]
+
+
+class TableProposer:
+    """``optuna.Trial -> Proposal``: the next (architecture, seed) pair, seed-major."""
+
+    def __init__(self, specs: Sequence[Mapping[str, Any]], hashes: Sequence[str],
+                 costs: Sequence[Mapping[str, float]], seeds: Sequence[int],
+                 skip: Collection[str] = ()) -> None:
+        self.specs, self.hashes, self.costs = list(specs), list(hashes), list(costs)
+        done = set(skip)  # pair hashes already trained (a resumed generation)
+        self.pairs = [(a, s) for s in seeds for a in range(len(self.specs))
+                      if pair_hash(self.hashes[a], s) not in done]
+        self.next = 0
+
+    def __call__(self, trial: Any) -> Any:
+        from nas_attn.search.searcher import Proposal
+
+        a, s = self.pairs[self.next % len(self.pairs)]
+        self.next += 1
+        trial.set_user_attr("table_arch", a)
+        trial.set_user_attr("table_seed", s)
+        return Proposal({"arch": dict(self.specs[a]), "seed": s},
+                        pair_hash(self.hashes[a], s), dict(self.costs[a]))
+
+
+def evaluate(spec: dict, settings: dict, report_epoch: Callable[[Mapping[str, Any]], None]
+             ) -> None:
+    """The runner evaluator for one (architecture, seed) pair (runs in a Ray worker)."""
+    from nas_attn.data import load_dataset
+    from nas_attn.search.fingerprint import canonical_json
+    from nas_attn.search.trainable import worker_cache
+    from nas_attn.train import TrainConfig, train_spec
+
+    data_cfg = dict(settings["data"])
+    bundle = worker_cache("data:" + canonical_json(data_cfg), lambda: load_dataset(data_cfg))
+    cfg = TrainConfig(**{**settings["train"], "seed": int(spec["seed"])})
+
+    def callback(r: Any) -> bool:
+        report_epoch({"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
+                      "train_loss": r.train_loss, "elapsed_s": r.elapsed_s})
+        return True
+
+    train_spec(spec["arch"], bundle, cfg, callback)
+
+
+def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+    """``{pair spec hash: {epoch: val_accuracy}}`` from Ray's per-trial ``result.json`` files."""
+    curves: dict[str, dict[int, float]] = {}
+    pattern = os.path.join(str(run_dir), "ray", "segment-*", "trial_*", "result.json")
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                row = json.loads(line)
+                if "spec_hash" in row and "val_accuracy" in row and "epoch" in row:
+                    curves.setdefault(row["spec_hash"], {})[int(row["epoch"])] = float(
+                        row["val_accuracy"])
+    return curves
+
+
+def collect(study: Any, run_dir: Path, n_archs: int, seeds: Sequence[int], epochs: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``(acc, seconds)``: acc ``(n_archs, n_seeds, epochs)`` (NaN where missing) and the
+    training seconds ``(n_archs, n_seeds)`` of every COMPLETE trial of the study."""
+    from optuna.trial import TrialState
+
+    curves = read_curves(run_dir)
+    acc = np.full((n_archs, len(seeds), epochs), np.nan, dtype=np.float32)
+    secs = np.full((n_archs, len(seeds)), np.nan, dtype=np.float32)
+    col = {s: i for i, s in enumerate(seeds)}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a, s = t.user_attrs.get("table_arch"), t.user_attrs.get("table_seed")
+        if a is None or s not in col or t.user_attrs.get("reused"):
+            continue
+        curve = curves.get(t.user_attrs.get("spec_hash"), {})
+        if all(e in curve for e in range(1, epochs + 1)):
+            acc[a, col[s]] = [curve[e] for e in range(1, epochs + 1)]
+            secs[a, col[s]] = float(t.user_attrs.get("train_seconds", np.nan))
+    return acc, secs

@@ -1,0 +1,113 @@
+"""Quality of a search's result against a tabular benchmark's true Pareto front (pure numpy).
+
+The *found set* after k trials is the set of architectures the search trained to the full
+budget (its COMPLETE trials) among its first k trials. Each is scored by the table's true
+objectives (mean final accuracy over seeds, FLOPs), not by the noisy value the search saw:
+the metrics measure whether the search trained the right architectures.
+
+- ``hv_ratio``: HV(found) / HV(true front), with the table's fixed reference point
+  (:attr:`nas_attn.bench.table.Table.reference_point`). Hypervolume: Zitzler & Thiele 1998.
+- ``recall_exact``: fraction of the true front's architectures in the found set (an
+  architecture with identical objectives counts as the same).
+- ``recall_std``: fraction of true-front architectures f for which the found set holds a g with
+  ``flops[g] <= flops[f]`` and ``acc[g] >= acc[f] - std[f]`` (std: f's seed standard
+  deviation), i.e. recalled within one seed-std.
+- ``igd_plus``: IGD+ (Ishibuchi et al., EMO 2015) of the found set to the true front, both
+  objectives min-max normalised over the table; NaN while nothing is found.
+- ``trials_to`` / ``epochs_to``: the first trial count (or epochs consumed) at which
+  ``hv_ratio`` reaches a target (95 %), ``inf`` when it never does.
+
+Every metric depends only on the non-dominated part of the found set (a dominated point adds
+no volume, cannot be a front member, and is never closer in IGD+ than its dominator), so
+:func:`trace_metrics` recomputes only when that part changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas_attn.bench.table import DIRECTIONS, Table
+from nas_attn.pareto import hypervolume, igd_plus, pareto_front_mask
+
+METRICS = ("hv_ratio", "recall_exact", "recall_std", "igd_plus")
+
+
+@dataclass(frozen=True)
+class FrontScorer:
+    """The table's true front and normalisation, precomputed once per table."""
+
+    objectives: np.ndarray  # (A, 2) mean accuracy, flops
+    front: np.ndarray  # indices of the true front
+    std: np.ndarray  # (A,) seed std of the final accuracy
+    ref: tuple[float, float]
+    hv_true: float
+    lo: np.ndarray
+    span: np.ndarray
+
+    @classmethod
+    def of(cls, table: Table) -> FrontScorer:
+        y = table.objectives
+        ref = table.reference_point
+        hv_true = hypervolume(y[table.true_front], ref, DIRECTIONS)
+        lo, hi = y.min(axis=0), y.max(axis=0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        return cls(y, table.true_front, table.final_std, ref, hv_true, lo, span)
+
+    def score(self, found: Sequence[int]) -> dict[str, float]:
+        """The four metrics of a found set (architecture indices; order and repeats ignored)."""
+        idx = np.unique(np.asarray(list(found), dtype=int))
+        if idx.size == 0:
+            return {"hv_ratio": 0.0, "recall_exact": 0.0, "recall_std": 0.0,
+                    "igd_plus": float("nan")}
+        g = self.objectives[idx]
+        f = self.objectives[self.front]
+        hv = hypervolume(g, self.ref, DIRECTIONS) / self.hv_true if self.hv_true > 0 else 1.0
+        # g weakly dominates f: acc_g >= acc_f and flops_g <= flops_f
+        flops_ok = g[None, :, 1] <= f[:, None, 1]
+        exact = (flops_ok & (g[None, :, 0] >= f[:, None, 0])).any(axis=1)
+        tol = self.std[self.front][:, None]
+        near = (flops_ok & (g[None, :, 0] >= f[:, None, 0] - tol)).any(axis=1)
+        igd = igd_plus((g - self.lo) / self.span, (f - self.lo) / self.span, DIRECTIONS)
+        return {"hv_ratio": float(hv), "recall_exact": float(exact.mean()),
+                "recall_std": float(near.mean()), "igd_plus": float(igd)}
+
+
+def trace_metrics(scorer: FrontScorer, archs: Sequence[int], complete: Sequence[bool]
+                  ) -> dict[str, np.ndarray]:
+    """Each metric after every trial: arrays of length ``len(archs)`` (entry k: after k+1
+    trials). ``archs[k]`` is trial k's architecture, ``complete[k]`` whether it was COMPLETE."""
+    n = len(archs)
+    out = {m: np.empty(n) for m in METRICS}
+    nd: list[int] = []  # non-dominated found architectures
+    current = scorer.score([])
+    for k in range(n):
+        if complete[k]:
+            a = int(archs[k])
+            cand = [*nd, a] if a not in nd else nd
+            if cand is not nd:
+                mask = pareto_front_mask(scorer.objectives[cand], DIRECTIONS)
+                new_nd = [c for c, keep in zip(cand, mask, strict=True) if keep]
+                if new_nd != nd:
+                    nd = new_nd
+                    current = scorer.score(nd)
+        for m in METRICS:
+            out[m][k] = current[m]
+    return out
+
+
+def first_reaching(values: np.ndarray, axis_values: np.ndarray, target: float) -> float:
+    """The ``axis_values`` entry at the first index where ``values >= target`` (inf if none)."""
+    hit = np.flatnonzero(np.asarray(values) >= target - 1e-12)
+    return float(axis_values[hit[0]]) if hit.size else float("inf")
+
+
+def on_grid(values: np.ndarray, consumed: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A per-trial metric as a step function of cumulative epochs, sampled at ``grid``: the
+    value after the last trial whose cumulative epochs are <= each grid point (0 before the
+    first trial ends)."""
+    pos = np.searchsorted(np.asarray(consumed), np.asarray(grid), side="right") - 1
+    vals = np.asarray(values, dtype=float)
+    return np.where(pos >= 0, vals[np.clip(pos, 0, None)], 0.0)

@@ -1,0 +1,241 @@
+"""Replay a search against a tabular benchmark: the real Optuna samplers, the real early stopping.
+
+One repetition (:func:`replay_once`) drives an Optuna study (directions: accuracy maximise,
+FLOPs minimise; in-memory storage) through ask/tell, exactly as the runner's searcher does:
+
+1. ``study.ask()``; the architecture is proposed by walking the table's
+   :class:`nas_attn.space.SearchSpace` (the same decision sequence and parameter names as
+   ``SearchSpace.suggest`` in a real search; tables without a stored space get one flat
+   categorical parameter per recorded parameter name).
+2. A duplicate of an architecture already evaluated in this study is told the earlier outcome
+   and costs no epochs (the runner reuses equal spec hashes the same way).
+3. Otherwise one of the table's seeds is drawn at random and its per-epoch curve answers the
+   trial (not the mean over seeds: a search sees one noisy training).
+4. With early stopping, the trial reports its accuracy at each rung epoch to
+   :class:`nas_attn.search.pruning.ParetoHalving` (with its FLOPs). A stopped trial consumes
+   the epochs up to that rung and is told ``PRUNED`` without values, as the runner does, so it
+   never enters the front and the samplers ignore it. Otherwise it consumes the full budget
+   and is told ``COMPLETE`` with (final accuracy of the drawn seed, FLOPs).
+
+Trials run one after another (asynchronous halving with sequential arrivals); a real run
+with concurrent workers decides some trials earlier or later.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nas_attn.bench.metrics import METRICS, FrontScorer, trace_metrics
+from nas_attn.bench.table import Table, params_key
+from nas_attn.errors import ConfigError
+from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving
+
+SAMPLERS = ("random", "tpe", "nsga2", "gp")
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """The sampler with the runner's constructor arguments
+    (:func:`nas_attn.search.runner.make_sampler`, which imports Ray; this one does not)."""
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError("sampler", name, "unknown sampler", SAMPLERS)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A sampler, with or without early stopping (``halving``)."""
+
+    sampler: str
+    halving: HalvingConfig | None = None
+    tag: str = ""  # tells apart several early-stopping settings of one sampler
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError("sampler", self.sampler, "unknown sampler", SAMPLERS)
+
+    @property
+    def early_stopping(self) -> bool:
+        return self.halving is not None and self.halving.enabled
+
+    @property
+    def name(self) -> str:
+        return self.sampler + ("+es" + self.tag if self.early_stopping else "")
+
+
+@dataclass
+class ReplayRun:
+    """One repetition: what each trial was and cost, and the metrics after each trial."""
+
+    method: str
+    rep: int
+    archs: np.ndarray  # (n,) architecture index of each trial
+    seeds: np.ndarray  # (n,) table seed column that answered it (-1: reused)
+    complete: np.ndarray  # (n,) bool, told COMPLETE
+    epochs: np.ndarray  # (n,) epochs consumed by each trial (0 when reused)
+    seconds: float  # wall time of the replay (sampler + bookkeeping), metrics excluded
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)  # per trial, see METRICS
+
+    @property
+    def consumed(self) -> np.ndarray:
+        """Cumulative epochs after each trial."""
+        return np.cumsum(self.epochs)
+
+
+class _Proposer:
+    """``optuna.Trial -> architecture index`` for a table."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        space = table.meta.get("space")
+        self.space = None
+        if space:
+            from nas_attn.space import SearchSpace
+
+            self.space = SearchSpace.from_dict(dict(space), "table space")
+        else:
+            names = sorted({k for p in table.arch_params for k in p})
+            self.choices = {n: sorted({p[n] for p in table.arch_params if n in p}, key=repr)
+                            for n in names}
+
+    def __call__(self, trial: Any) -> int:
+        params: dict[str, Any] = {}
+        if self.space is not None:
+            def pick(name: str, d: Any) -> Any:
+                params[name] = d.suggest(trial, name)
+                return params[name]
+
+            self.space._walk(pick)  # the decision sequence of SearchSpace.suggest
+        else:
+            for n, values in self.choices.items():
+                params[n] = trial.suggest_categorical(n, values)
+        i = self.table.index.get(params_key(params))
+        if i is None:
+            raise ConfigError("params", params, "the sampler proposed an architecture that is "
+                              "not in the table (the table must cover its whole space)")
+        return i
+
+
+def replay_once(table: Table, method: Method, n_trials: int, rep: int,
+                scorer: FrontScorer | None = None) -> ReplayRun:
+    """One repetition of ``method`` for ``n_trials`` trials; ``rep`` seeds the sampler and the
+    draw of seed curves."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if n_trials < 1:
+        raise ConfigError("n_trials", n_trials, "must be >= 1")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    propose = _Proposer(table)
+    rng = np.random.default_rng([rep, 0x7AB])
+    flops = table.flops
+    halving = ParetoHalving(method.halving) if method.early_stopping else None
+    rungs = [r for r in method.halving.rungs() if r < table.epochs] if halving else []
+    if halving is not None and method.halving.max_epochs != table.epochs:
+        raise ConfigError("early_stopping.max_epochs", method.halving.max_epochs,
+                          "must equal the table's epochs", [table.epochs])
+    archs = np.empty(n_trials, dtype=np.int64)
+    seeds = np.full(n_trials, -1, dtype=np.int64)
+    complete = np.zeros(n_trials, dtype=bool)
+    epochs = np.zeros(n_trials, dtype=np.int64)
+    seen: dict[int, tuple[bool, list[float] | None]] = {}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=make_sampler(method.sampler, rep))
+        for k in range(n_trials):
+            trial = study.ask()
+            a = propose(trial)
+            archs[k] = a
+            if a in seen:
+                done, values = seen[a]
+            else:
+                s = int(rng.integers(table.n_seeds))
+                seeds[k] = s
+                curve = table.acc[a, s]
+                stopped_at = None
+                for r in rungs:
+                    if halving.report(trial.number, r, float(curve[r - 1]), float(flops[a])) \
+                            == STOP:
+                        stopped_at = r
+                        break
+                done = stopped_at is None
+                epochs[k] = table.epochs if done else stopped_at
+                values = [float(curve[-1]), float(flops[a])] if done else None
+                seen[a] = (done, values)
+            complete[k] = done
+            if done:
+                study.tell(trial, values)
+            else:
+                study.tell(trial, state=TrialState.PRUNED)
+    seconds = time.perf_counter() - t0
+    run = ReplayRun(method.name, rep, archs, seeds, complete, epochs, seconds)
+    if scorer is not None:
+        run.metrics = trace_metrics(scorer, archs, complete)
+    return run
+
+
+def _task(args: tuple[Table, Method, int, int]) -> ReplayRun:
+    table, method, n_trials, rep = args
+    return replay_once(table, method, n_trials, rep, FrontScorer.of(table))
+
+
+def replay(table: Table, methods: Sequence[Method], n_trials: int, reps: int,
+           workers: int = 1, first_rep: int = 0) -> dict[str, list[ReplayRun]]:
+    """Every method for ``reps`` repetitions (reps ``first_rep ..``), metrics included.
+
+    ``workers > 1`` spreads the (method, rep) pairs over that many processes (fork)."""
+    tasks = [(table, m, n_trials, first_rep + r) for m in methods for r in range(reps)]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            runs = pool.map(_task, tasks, chunksize=1)
+    else:
+        runs = [_task(t) for t in tasks]
+    out: dict[str, list[ReplayRun]] = {m.name: [] for m in methods}
+    for run in runs:
+        out[run.method].append(run)
+    return out
+
+
+def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: float = 0.95
+              ) -> dict[str, dict[str, Any]]:
+    """Per method: medians over repetitions of the final metrics, trials and epochs to
+    ``target`` hypervolume ratio (inf when fewer than half the reps reach it), epochs used."""
+    from nas_attn.bench.metrics import first_reaching
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, rs in runs.items():
+        n = len(rs[0].archs)
+        trials_axis = np.arange(1, n + 1)
+        t_to = [first_reaching(r.metrics["hv_ratio"], trials_axis, target) for r in rs]
+        e_to = [first_reaching(r.metrics["hv_ratio"], r.consumed, target) for r in rs]
+        summary: dict[str, Any] = {
+            "reps": len(rs), "trials": n,
+            "trials_to_target": float(np.median(t_to)),
+            "epochs_to_target": float(np.median(e_to)),
+            "reached_target": float(np.mean(np.isfinite(t_to))),
+            "epochs_total": float(np.median([r.consumed[-1] for r in rs])),
+            "complete": float(np.median([r.complete.sum() for r in rs])),
+            "unique_archs": float(np.median([len(set(r.archs.tolist())) for r in rs])),
+            "replay_seconds": float(np.sum([r.seconds for r in rs])),
+        }
+        for m in METRICS:
+            summary[m] = float(np.nanmedian([r.metrics[m][-1] for r in rs]))
+        out[name] = summary
+    return out

@@ -1,0 +1,184 @@
+"""The replay harness and its metrics on a tiny constructed table with a known front."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nas_attn.bench.metrics import FrontScorer, first_reaching, on_grid, trace_metrics
+from nas_attn.bench.replay import Method, replay, replay_once, summarize
+from nas_attn.bench.table import from_curves
+from nas_attn.errors import ConfigError
+from nas_attn.search.pruning import HalvingConfig
+
+# A (0.9, 4), B (0.8, 2), C (0.6, 1) form the front; D (0.7, 3) is dominated by B.
+MEANS = [0.9, 0.8, 0.6, 0.7]
+FLOPS = [4.0, 2.0, 1.0, 3.0]
+HALF = [0.12 / math.sqrt(2), 0.01, 0.01, 0.01]  # seed spread: A's seed std is 0.12
+
+
+def tiny_table(epochs: int = 3):
+    acc = np.zeros((4, 2, epochs), dtype=np.float32)
+    for a, (m, d) in enumerate(zip(MEANS, HALF, strict=True)):
+        for s, sign in enumerate((-1, 1)):
+            acc[a, s] = np.linspace(0.1, m + sign * d, epochs)
+    params = [{"x": i} for i in range(4)]
+    return from_curves(acc, FLOPS, [10, 20, 30, 40], params, [0, 1])
+
+
+def product_table(n_x: int = 4, n_y: int = 3, epochs: int = 4, seeds: int = 3):
+    """A 12-architecture product space with a noisy, learnable structure."""
+    rng = np.random.default_rng(0)
+    params, flops, acc = [], [], []
+    for x in range(n_x):
+        for y in range(n_y):
+            params.append({"x": x, "y": y})
+            flops.append(1.0 + x + 0.5 * y)
+            final = 0.3 + 0.1 * x + 0.05 * y - 0.02 * x * y
+            curves = [np.linspace(0.1, final, epochs) + rng.normal(0, 0.01, epochs)
+                      for _ in range(seeds)]
+            acc.append(np.clip(curves, 0, 1))
+    return from_curves(np.asarray(acc), flops, [1] * len(params), params, list(range(seeds)))
+
+
+def test_front_and_reference_point():
+    t = tiny_table()
+    assert sorted(t.true_front.tolist()) == [0, 1, 2]
+    assert t.reference_point == pytest.approx((0.57, 4.3))
+    assert t.final_std[0] == pytest.approx(0.12, abs=1e-6)
+
+
+def test_metrics_exact_on_known_front():
+    sc = FrontScorer.of(tiny_table())
+    assert sc.hv_true == pytest.approx(0.099 + 0.46 + 0.03, abs=1e-6)
+    m = sc.score([1, 3])
+    assert m["hv_ratio"] == pytest.approx(0.529 / 0.589, abs=1e-5)
+    assert m["recall_exact"] == pytest.approx(1 / 3)
+    assert m["recall_std"] == pytest.approx(2 / 3)  # B is within A's seed std; nothing near C
+    assert m["igd_plus"] == pytest.approx(2 / 9, abs=1e-6)
+    full = sc.score([0, 1, 2])
+    assert full == pytest.approx({"hv_ratio": 1.0, "recall_exact": 1.0, "recall_std": 1.0,
+                                  "igd_plus": 0.0})
+    empty = sc.score([])
+    assert empty["hv_ratio"] == 0.0 and math.isnan(empty["igd_plus"])
+
+
+def test_trace_only_counts_complete_trials():
+    sc = FrontScorer.of(tiny_table())
+    tr = trace_metrics(sc, [3, 0, 1, 2, 2], [True, False, True, True, True])
+    assert tr["recall_exact"].tolist() == pytest.approx([0, 0, 1 / 3, 2 / 3, 2 / 3])
+    assert tr["hv_ratio"][-1] == pytest.approx(sc.score([1, 2])["hv_ratio"])
+    assert tr["hv_ratio"][0] == pytest.approx(sc.score([3])["hv_ratio"])
+
+
+def test_first_reaching_and_grid():
+    v = np.array([0.1, 0.5, 0.96, 0.97])
+    assert first_reaching(v, np.arange(1, 5), 0.95) == 3
+    assert first_reaching(v, np.arange(1, 5), 0.99) == math.inf
+    assert on_grid(v, np.array([3, 6, 7, 10]), np.array([0, 3, 5, 7, 100])).tolist() == \
+        [0.0, 0.1, 0.1, 0.96, 0.97]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_replay_without_stopping(sampler):
+    t = product_table()
+    run = replay_once(t, Method(sampler), 30, rep=1, scorer=FrontScorer.of(t))
+    first = {}
+    for k, a in enumerate(run.archs.tolist()):
+        first.setdefault(a, k)
+    fresh = np.array([first[a] == k for k, a in enumerate(run.archs.tolist())])
+    assert run.complete.all()
+    assert (run.epochs == np.where(fresh, t.epochs, 0)).all()  # duplicates cost nothing
+    assert ((run.seeds >= 0) == fresh).all() and run.seeds.max() < t.n_seeds
+    # the trace equals a from-scratch score of every prefix
+    sc = FrontScorer.of(t)
+    for k in (0, 9, 29):
+        assert run.metrics["hv_ratio"][k] == pytest.approx(
+            sc.score(run.archs[: k + 1])["hv_ratio"])
+    assert np.all(np.diff(run.metrics["hv_ratio"]) >= -1e-12)
+    again = replay_once(t, Method(sampler), 30, rep=1)
+    assert again.archs.tolist() == run.archs.tolist()  # reproducible per rep
+
+
+def test_replay_with_pareto_halving():
+    t = product_table(epochs=4)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2
+    run = replay_once(t, Method("random", cfg), 40, rep=3, scorer=FrontScorer.of(t))
+    fresh = run.seeds >= 0
+    assert set(run.epochs[fresh].tolist()) <= {1, 2, 4}
+    assert (run.epochs[fresh] < 4).any()  # something was stopped
+    assert (run.complete[fresh] == (run.epochs[fresh] == 4)).all()
+    # metrics use COMPLETE trials only
+    sc = FrontScorer.of(t)
+    assert run.metrics["recall_exact"][-1] == pytest.approx(
+        sc.score(run.archs[run.complete])["recall_exact"])
+    plain = replay_once(t, Method("random"), 40, rep=3)
+    assert run.consumed[-1] < plain.consumed[-1]
+
+
+def test_replay_many_and_summary():
+    t = product_table()
+    runs = replay(t, [Method("random"), Method("tpe")], n_trials=25, reps=3)
+    s = summarize(runs, t)
+    assert set(s) == {"random", "tpe"} and s["random"]["reps"] == 3
+    for v in s.values():
+        assert 0 < v["hv_ratio"] <= 1 + 1e-9
+        assert v["trials_to_target"] >= 1
+
+
+def test_bad_inputs():
+    t = product_table()
+    with pytest.raises(ConfigError, match="sampler"):
+        Method("cmaes")
+    with pytest.raises(ConfigError, match="max_epochs"):
+        replay_once(t, Method("random", HalvingConfig(max_epochs=9)), 5, rep=0)
+    with pytest.raises(ConfigError, match="n_trials"):
+        replay_once(t, Method("random"), 0, rep=0)
+
+
+def _run(name, hv, epochs):
+    from nas_attn.bench.replay import ReplayRun
+
+    n = len(hv)
+    metrics = {"hv_ratio": np.asarray(hv, float), "recall_exact": np.zeros(n),
+               "recall_std": np.zeros(n), "igd_plus": np.ones(n)}
+    return ReplayRun(name, 0, np.arange(n), np.zeros(n, int), np.asarray(epochs) == 9,
+                     np.asarray(epochs), 0.0, metrics)
+
+
+def test_targets_exact():
+    from nas_attn.bench.report import targets
+
+    runs = {"random": [_run("random", [0.2, 0.5, 0.8, 0.96], [9, 9, 9, 9])],
+            "tpe": [_run("tpe", [0.5, 0.96, 0.97, 0.98], [9, 9, 9, 9])],
+            "tpe+es": [_run("tpe+es", [0.5, 0.9, 0.96, 0.97], [1, 3, 9, 1])]}
+    s = summarize(runs, tiny_table())
+    assert s["random"]["trials_to_target"] == 4 and s["tpe"]["trials_to_target"] == 2
+    assert s["tpe+es"]["epochs_to_target"] == 13 and s["tpe"]["epochs_to_target"] == 18
+    g = targets(s, runs, n_archs=16)
+    assert g["search"] == {"best": "tpe", "best_trials": 2.0, "random_trials": 4.0,
+                           "speedup_vs_random": 2.0, "within_quarter": True,
+                           "twice_fewer_than_random": True}
+    es = g["early_stopping"]["tpe+es"]
+    assert es["hv_level"] == 0.95 and es["epoch_ratio"] == pytest.approx(13 / 18)
+    assert es["final_hv_keep"] == pytest.approx(0.97 / 0.98) and es["keep_ok"]
+    assert not es["epoch_ratio_ok"]
+
+
+def test_report_outputs():
+    from nas_attn.bench.report import curves, curves_svg, markdown_table, plot_replay
+
+    t = product_table()
+    cfg = HalvingConfig(max_epochs=4, eta=2)
+    runs = replay(t, [Method("random"), Method("random", cfg)], n_trials=10, reps=2)
+    c = curves(runs, points=20)
+    assert c.by_trials["random"].shape == (3, 10) and c.by_epochs["random+es"].shape == (3, 20)
+    assert np.all(np.diff(c.by_epochs["random"][1]) >= -1e-12)
+    md = markdown_table(summarize(runs, t))
+    assert md.count("\n") == 3 and "random+es" in md
+    svg = curves_svg(c)
+    assert svg.startswith("<svg") and svg.count("<polyline") == 4
+    fig = plot_replay(c)
+    assert len(fig.data) == 4 and fig.data[1].line.dash == "solid"
