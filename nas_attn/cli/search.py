@@ -17,22 +17,34 @@ from nas_attn.cli import app, console, err_console
 SAMPLER_HELP = "tpe, nsga2, gp, random or grid"
 
 
+def _say(text: str) -> None:
+    """One plain line on stdout, never wrapped (paths stay copy-pastable)."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 def _summary(s: Any, quiet: bool) -> None:
-    out = console if not quiet else err_console
     where = s.run_dir
-    line = (f"{s.status}: {s.finished}/{s.requested} trials finished "
-            f"({s.complete} complete, {s.pruned} pruned, {s.failed} failed"
-            + (f", {s.reused} reused" if s.reused else "") + ")")
     if quiet:
-        console.print(f"{s.status} {s.finished}/{s.requested} {where}", highlight=False)
+        _say(f"{s.status} {s.finished}/{s.requested} {where}")
         return
-    out.print(line, highlight=False)
+    _say(f"{s.status}: {s.finished}/{s.requested} trials finished "
+         f"({s.complete} complete, {s.pruned} pruned, {s.failed} failed"
+         + (f", {s.reused} reused" if s.reused else "") + ")")
     if s.message:
-        out.print(s.message, highlight=False)
-    out.print(f"results: {where}  (trials.csv, study.db, run.json; "
-              f"in Python: nas_attn.load_run({str(where)!r}))", highlight=False)
+        _say(s.message)
+    if s.front_size:
+        front = f"Pareto front: {s.front_size} architecture(s)"
+        if s.best_accuracy is not None:
+            front += f", best accuracy {s.best_accuracy:.4f}"
+        if s.hypervolume is not None:
+            front += f", hypervolume {s.hypervolume:.4f} ({s.hv_reference})"
+        _say(front)
+    _say(f"results:   {where}  (trials.csv, study.db, run.json, study.yaml)")
+    _say(f"in Python: nas_attn.load_run({str(where)!r}).front()")
+    _say(f"dashboard: nas-attn dashboard {where}")
+    _say(f"export:    nas-attn export {where} --pick knee")
     if s.status == "interrupted":
-        out.print(f"resume with: nas-attn resume {where}", highlight=False)
+        _say(f"resume:    nas-attn resume {where}")
 
 
 def _exit(s: Any) -> None:

@@ -79,7 +79,18 @@ def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
                            "data": resolved["data"]},
         fingerprint=fingerprint, source={"kind": "study", "path": path},
         options=options, early_stopping=_halving_fields(study.early_stopping),
-        resolved=resolved, grid=grid)
+        resolved=resolved, grid=grid, hv_reference=space_limits(study.space))
+
+
+def space_limits(space: Any) -> dict[str, float]:
+    """The space's whole-network cost limits (the fixed hypervolume reference), when set."""
+    limits = getattr(getattr(space, "constraints", None), "network", None)
+    out = {}
+    if limits is not None and limits.max_flops is not None:
+        out["flops"] = float(limits.max_flops)
+    if limits is not None and limits.max_params is not None:
+        out["params"] = float(limits.max_params)
+    return out
 
 
 def _halving_fields(es: Any) -> dict[str, Any]:

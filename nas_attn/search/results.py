@@ -25,7 +25,8 @@ from nas_attn.errors import ConfigError
 CRITERIA = ("max-accuracy", "min-flops", "knee")
 COSTS = ("flops", "params", "latency_ms")
 _ATTRS = ("run_id", "fail_reason", "fail_message", "counts", "spec_hash", "reused",
-          "reused_from", "epochs_trained", "last_accuracy", "train_seconds", "images_per_s")
+          "reused_from", "epochs_trained", "last_accuracy", "train_seconds", "images_per_s",
+          "node_id", "node_ip")
 
 
 def trials_frame(study: Any) -> Any:
@@ -109,11 +110,18 @@ class Run:
         return self._trials
 
     def front(self) -> Any:
-        """The Pareto front of COMPLETE trials (a DataFrame; pruned/failed never enter)."""
+        """The Pareto front of COMPLETE trials (a DataFrame; pruned/failed never enter).
+
+        One row per architecture: a trial that reused an earlier result (same spec hash) is
+        left out, so a proposal repeated by the sampler does not appear several times."""
         from nas_attn.pareto import pareto_front_mask
 
         df = self.trials
         done = df[df["state"] == "COMPLETE"]
+        if "reused" in done:
+            done = done[done["reused"].map(lambda v: str(v) != "True")]
+        if "spec_hash" in done:
+            done = done.drop_duplicates(subset="spec_hash", keep="first")
         names = [n for n, _ in self.objectives]
         if done.empty:
             return done

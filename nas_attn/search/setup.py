@@ -63,6 +63,8 @@ class SearchSetup:
     early_stopping: Mapping[str, Any] = field(default_factory=dict)  # HalvingConfig fields
     resolved: Mapping[str, Any] = field(default_factory=dict)  # written as study.yaml
     grid: Mapping[str, list[Any]] | None = None  # for the grid sampler
+    # fixed hypervolume reference per cost objective (the space's limits), see progress.py
+    hv_reference: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def directions(self) -> list[str]:
@@ -89,7 +91,17 @@ def synthetic_setup(problem: Any, name: str = "synthetic", options: SearchOption
                 "objectives": [[o.name, o.direction] for o in objectives]},
         options=options or SearchOptions(), early_stopping=es,
         resolved={"name": name, "synthetic": problem.to_dict(), "early_stopping": es},
-        grid=problem.grid())
+        grid=problem.grid(), hv_reference=problem_reference(problem))
+
+
+def problem_reference(problem: Any) -> dict[str, float]:
+    """The synthetic problem's cost limits: its budget, else the largest cost of its space."""
+    from optuna.trial import FixedTrial
+
+    costs = dict(problem.propose(FixedTrial({"x": problem.choices - 1})).costs)  # costliest
+    if problem.max_flops is not None:
+        costs["flops"] = min(costs["flops"], float(problem.max_flops))
+    return costs
 
 
 def setup_from_source(source: Mapping[str, Any], options: SearchOptions, name: str) -> SearchSetup:

@@ -24,7 +24,8 @@ from nas_attn.errors import ConfigError
 DB_NAME = "study.db"
 ENV_STORAGE = "NAS_ATTN_STORAGE"
 SQLITE_TIMEOUT_S = 60
-SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
+           "mysql+pymysql")
 
 
 def default_url(run_dir: Path) -> str:
@@ -63,12 +64,29 @@ def open_storage(url: str) -> Any:
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs)
     except ImportError as e:
         raise ConfigError("--storage", redact(url), f"database driver missing ({e}); "
                           "for PostgreSQL install nas-attn[postgres]") from None
     except Exception as e:  # connection refused, bad credentials, ...
         raise ConfigError("--storage", redact(url), f"cannot open the storage: {e}") from None
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, while ``nas-attn[postgres]``
+    installs psycopg2 (binary wheels everywhere); a bare URL uses psycopg 3 when it is
+    installed and psycopg2 otherwise. An explicit ``postgresql+DRIVER://`` is kept.
+    """
+    import importlib.util
+
+    scheme = urlsplit(url).scheme
+    if scheme != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2" + url[len(scheme):]
+    return url
 
 
 def url_from_env(default: str | None = None) -> str | None:

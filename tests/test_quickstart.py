@@ -1,0 +1,66 @@
+"""The quickstart end to end, cut down to 4 trials: the real CLI, the embedded dataset, real
+training in Ray workers, early stopping on, then the run folder read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_cut_down_runs_end_to_end(tmp_path):
+    import nas_attn
+    from nas_attn.study import load_study
+
+    study = load_study(ROOT / "studies" / "quickstart.yaml")
+    epochs = int(study.train.epochs)
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "nas_attn", "search", str(ROOT / "studies" / "quickstart.yaml"),
+         "--trials", "4", "--out", str(run), "--num-cpus", "2"],
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=480, cwd=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "finished: 4/4 trials finished" in res.stdout, out[-3000:]
+    for line in (f"results:   {run}", f"nas-attn dashboard {run}",
+                 f"nas-attn export {run} --pick knee", "nas_attn.load_run("):
+        assert line in res.stdout, (line, res.stdout)
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["requested_trials"] == 4
+    assert info["storage"].startswith("sqlite:///") and (run / "study.db").exists()
+    for name in ("trials.csv", "study.yaml"):
+        assert (run / name).exists(), name
+
+    r = nas_attn.load_run(run)
+    df = r.trials
+    assert len(df) == 4 and df["counts"].astype(bool).all()
+    assert set(df["state"]) <= {"COMPLETE", "PRUNED"}, df[["state", "fail_reason"]]
+    complete, pruned = df[df["state"] == "COMPLETE"], df[df["state"] == "PRUNED"]
+    assert len(complete) >= 1  # the first trials of a rung are never stopped
+    assert (complete["epochs_trained"] == epochs).all()
+    assert complete["val_accuracy"].between(0, 1).all()
+    assert complete["val_accuracy"].max() > 0.2, "10 classes: chance is 0.1"
+    assert (pruned["epochs_trained"] < epochs).all() and pruned["val_accuracy"].isna().all()
+    assert (df["flops"] > 0).all() and (df["params"] > 0).all()
+    assert df.filter(like="choice.stage0.").shape[1] >= 1
+    specs = [json.loads(s) for s in df["spec"]]
+    assert all(s["backbone"] == "tiny" for s in specs)
+    assert df["spec_hash"].notna().all() and df["train_seconds"].notna().any()
+
+    front = r.front()
+    assert 1 <= len(front) <= len(complete)
+    assert set(front["number"]) <= set(complete["number"])
+    assert r.best("knee")["number"] in set(front["number"])
+    csv = pd.read_csv(run / "trials.csv")
+    assert list(csv["number"]) == list(df["number"])
