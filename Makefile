@@ -23,13 +23,20 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.stamp-*
 	touch $@
 
+DEMO_OUT ?= runs/quickstart-demo
+
+# The quickstart: a real search (Optuna + Ray Tune, Pareto early stopping) on the embedded
+# cluttered-digits data, then its dashboard and an export of the knee architecture.
 demo: venv
-	$(VENV)/bin/nas-attn zoo --channels 64 --size 16 16
+	rm -rf $(DEMO_OUT)
+	$(VENV)/bin/nas-attn search studies/quickstart.yaml --out $(DEMO_OUT)
+	$(VENV)/bin/nas-attn dashboard $(DEMO_OUT) -o $(DEMO_OUT)/dashboard.html
+	$(VENV)/bin/nas-attn export $(DEMO_OUT) --pick knee
 
 test: venv
 	bash scripts/test-setup.sh
 	$(VENV)/bin/ruff check nas_attn tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not ray and not browser and not postgres and not slow"

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.search.samplers import SAMPLERS
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
               "search")
 OBJECTIVES = {"val_accuracy": "maximize", "flops": "minimize", "params": "minimize",
               "latency_ms": "minimize"}
 DIRECTIONS = ("maximize", "minimize")
-SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+
 TIE_BREAKS = ("crowding", "hypervolume")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

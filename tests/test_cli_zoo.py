@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from nas_attn.backbones import BACKBONES
 from nas_attn.cli import main
 from nas_attn.modules import MODULES
 
@@ -40,7 +37,6 @@ def test_zoo_table_and_bad_channels(capsys):
     assert "--channels" in capsys.readouterr().err
 
 
-@pytest.mark.skipif("resnet18_cifar" not in BACKBONES, reason="resnet18_cifar not registered")
 def test_profile_command(tmp_path, capsys):
     from nas_attn.cost import profile
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_attn.backbones import BACKBONES
+from nas_attn.backbones import shipped_backbones
 from nas_attn.cost import (
     FLOP_HANDLERS,
     ProfileResult,
@@ -235,13 +235,6 @@ def test_meta_shortcuts_match_the_meta_kernels(training):
 # ---------------------------------------------------------------------------------------------
 # specs: cache, published numbers
 
-needs_resnet = pytest.mark.skipif(
-    "resnet50" not in BACKBONES or "resnet18_cifar" not in BACKBONES,
-    reason="the resnet backbones are not registered",
-)
-
-
-@needs_resnet
 def test_spec_cache_hit_returns_equal_result():
     clear_cache()
     spec = {"backbone": "resnet18_cifar", "stages": [{"attention": {"type": "se"}}]}
@@ -256,7 +249,6 @@ def test_spec_cache_hit_returns_equal_result():
     assert profile({**spec, "stages": [{"attention": "se"}]}) == again
 
 
-@needs_resnet
 def test_spec_profile_equals_built_model_profile():
     from nas_attn.arch import build_model
 
@@ -268,7 +260,6 @@ def test_spec_profile_equals_built_model_profile():
     assert from_spec.params == from_model.params
 
 
-@needs_resnet
 def test_conv_and_fusion_modules_count_as_attention():
     spec = {"backbone": "resnet18_cifar", "stages": [
         {"conv": "rfaconv"},
@@ -285,7 +276,6 @@ def test_conv_and_fusion_modules_count_as_attention():
     assert r.backbone_flops < plain.flops < r.flops
 
 
-@needs_resnet
 @pytest.mark.parametrize(
     ("backbone", "macs"),
     # torchvision's ResNet v1.5 at 224x224, conv + linear multiply-adds (1000 classes); the
@@ -329,11 +319,6 @@ def _resnet_macs(name: str) -> int:
     return total + inp * 1000
 
 
-needs_mobilenet = pytest.mark.skipif("mobilenetv2" not in BACKBONES,
-                                     reason="mobilenetv2 is not registered")
-
-
-@needs_mobilenet
 def test_published_mobilenetv2_macs():
     macs = 300_774_272  # MobileNetV2 1.0 at 224 ("300M" in the paper), from the layer shapes:
     assert _mobilenetv2_macs() == macs
@@ -357,7 +342,7 @@ def _mobilenetv2_macs() -> int:
     return total + h * h * 1280 * inp + 1280 * 1000  # last 1x1 conv, classifier
 
 
-@pytest.mark.parametrize("backbone", BACKBONES.keys())
+@pytest.mark.parametrize("backbone", shipped_backbones())
 def test_every_backbone_is_fully_counted(backbone):
     r = profile({"backbone": backbone}, strict=True)
     assert r.flops > r.conv_linear_macs > 0

@@ -12,6 +12,7 @@ from nas_attn.backbones._registry import (
     StageInfo,
     get_backbone,
     register_backbone,
+    shipped_backbones,
 )
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -19,4 +20,4 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["BACKBONES", "POSITIONS", "BackboneEntry", "BlockInfo", "StageInfo", "get_backbone",
-           "register_backbone"]
+           "register_backbone", "shipped_backbones"]

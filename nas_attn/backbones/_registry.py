@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from nas_attn.arch import ArchSpec
 
 __all__ = ["BACKBONES", "POSITIONS", "BackboneEntry", "BlockInfo", "StageInfo", "get_backbone",
-           "register_backbone"]
+           "register_backbone", "shipped_backbones"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,11 @@ def register_backbone(
         name,
         BackboneEntry(name, build, layout, HParamSet(tuple(hparams)), input_size, description),
     )
+
+
+def shipped_backbones() -> list[str]:
+    """The backbones nas-attn itself registers (not those a user or a test adds)."""
+    return [n for n, e in BACKBONES.items() if e.build.__module__.startswith("nas_attn.backbones")]
 
 
 def get_backbone(name: str, field: str = "backbone") -> BackboneEntry:

@@ -35,24 +35,16 @@ from nas_attn.bench.metrics import METRICS, FrontScorer, trace_metrics
 from nas_attn.bench.table import Table, params_key
 from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving
+from nas_attn.search.samplers import make_sampler as _make_sampler
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 
 
 def make_sampler(name: str, seed: int) -> Any:
-    """The sampler with the runner's constructor arguments
-    (:func:`nas_attn.search.runner.make_sampler`, which imports Ray; this one does not)."""
-    import optuna
-
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ConfigError("sampler", name, "unknown sampler", SAMPLERS)
+    """The runner's sampler for ``name`` (no grid: the replay walks the space by sampling)."""
+    if name not in SAMPLERS:
+        raise ConfigError("sampler", name, "unknown sampler", SAMPLERS)
+    return _make_sampler(name, seed)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from nas_attn.errors import ConfigError
 from nas_attn.search import fingerprint as fp
 from nas_attn.search import run_dir as rd
 from nas_attn.search import storage as st
+from nas_attn.search.samplers import make_sampler
 from nas_attn.search.setup import SearchOptions, SearchSetup
 
 log = logging.getLogger(__name__)
@@ -59,39 +60,6 @@ class RunSummary:
 
 
 # -- Optuna -----------------------------------------------------------------------------------
-
-
-def make_sampler(name: str, seed: int, grid: Mapping[str, list[Any]] | None) -> Any:
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        if not grid:
-            raise ConfigError("--sampler", name, "this search space cannot be enumerated as a grid",
-                              ["tpe", "nsga2", "gp", "random"])
-        return _grid_sampler(dict(grid), seed)
-    raise ConfigError("--sampler", name, "unknown sampler", ["tpe", "nsga2", "gp", "random", "grid"])
-
-
-def _grid_sampler(grid: dict[str, list[Any]], seed: int) -> Any:
-    import optuna
-
-    class ExhaustiveGrid(optuna.samplers.GridSampler):
-        """GridSampler without ``study.stop()`` once the grid is covered: that call is only
-        legal inside ``study.optimize``; with ask/tell it raises. Proposals after the grid
-        is covered repeat grid points, which the searcher reuses instead of retraining."""
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            return None
-
-    return ExhaustiveGrid(grid, seed=seed)
 
 
 def open_study(storage: Any, setup: SearchSetup, sampler: Any) -> Any:

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas_attn.search.outcome import Objective
+from nas_attn.search.samplers import SAMPLERS
 from nas_attn.search.searcher import Propose
-
-SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 
 
 @dataclass(frozen=True)
