@@ -23,17 +23,17 @@ def test_quickstart_cut_down_runs_end_to_end(tmp_path):
 
     study = load_study(ROOT / "studies" / "quickstart.yaml")
     epochs = int(study.train.epochs)
-    run = tmp_path / "run"
+    run = tmp_path / "run"  # given relative to the working folder, as `make demo` does
     res = subprocess.run(
         [sys.executable, "-m", "nas_attn", "search", str(ROOT / "studies" / "quickstart.yaml"),
-         "--trials", "4", "--out", str(run), "--num-cpus", "2"],
+         "--trials", "4", "--out", "run", "--num-cpus", "2"],
         env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
         timeout=480, cwd=tmp_path)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "finished: 4/4 trials finished" in res.stdout, out[-3000:]
-    for line in (f"results:   {run}", f"nas-attn dashboard {run}",
-                 f"nas-attn export {run} --pick knee", "nas_attn.load_run("):
+    for line in ("results:   run", "nas-attn dashboard run",
+                 "nas-attn export run --pick knee", "nas_attn.load_run("):
         assert line in res.stdout, (line, res.stdout)
 
     info = json.loads((run / "run.json").read_text())
@@ -51,6 +51,10 @@ def test_quickstart_cut_down_runs_end_to_end(tmp_path):
     assert (complete["epochs_trained"] == epochs).all()
     assert complete["val_accuracy"].between(0, 1).all()
     assert complete["val_accuracy"].max() > 0.2, "10 classes: chance is 0.1"
+    from nas_attn.search.trainable import checkpoint_path
+
+    for h in complete["spec_hash"]:  # COMPLETE trials keep their weights for export
+        assert checkpoint_path(run, h, int(study.train.seed)).is_file(), h
     assert (pruned["epochs_trained"] < epochs).all() and pruned["val_accuracy"].isna().all()
     assert (df["flops"] > 0).all() and (df["params"] > 0).all()
     assert df.filter(like="choice.stage0.").shape[1] >= 1

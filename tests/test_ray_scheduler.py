@@ -33,7 +33,10 @@ def test_stops_dominated_trial_at_rung_and_front_runs_to_max():
     assert sched.on_trial_result(None, bad, _res(1, 0.5, 6.0)) == STOP
     sched.on_trial_complete(None, bad, _res(1, 0.5, 6.0))
     assert sched.on_trial_result(None, g1, _res(2, 0.92, 5.0)) == CONT
-    assert sched.on_trial_result(None, g1, _res(3, 0.93, 5.0)) == STOP  # reached max_epochs
+    # full budget: the trial ends by itself (its trainable still saves its weights) ...
+    assert sched.on_trial_result(None, g1, _res(3, 0.93, 5.0)) == CONT
+    # ... and a trainable that reports beyond the budget is cut
+    assert sched.on_trial_result(None, g1, _res(4, 0.94, 5.0)) == STOP
     assert sched.stopped == {"bad": 1}
     assert "num_stopped=1" in sched.debug_string()
     assert sched.choose_trial_to_run(_FakeController([g2])) is g2  # FIFO base class

@@ -12,8 +12,11 @@ Details
 - A result missing one of the keys is passed over (``CONTINUE``), as Ray's ASHA does; the
   runner fails such a trial itself. A non-finite accuracy or cost stops the trial
   (``STOP``, recorded in ``nonfinite``); the runner records the fail reason.
-- A result at or beyond ``max_epochs`` returns ``STOP`` (the trial has its full budget), so a
-  trainable that trains longer is cut there; it is *not* listed in ``stopped``.
+- A result at ``max_epochs`` returns ``CONTINUE``: the trial has its full budget and ends by
+  itself, so the trainable can still finish its work (the runner's evaluator keeps the final
+  weights after the last report; a ``STOP`` there would kill it first). A result *beyond*
+  ``max_epochs`` returns ``STOP``, so a trainable that trains longer is cut; neither is listed
+  in ``stopped``.
 - ``stopped`` maps trial id -> rung epoch for the trials this scheduler pruned.
 - ``save``/``restore`` write/read the decision state as JSON, so a restored experiment keeps
   its rung tables.
@@ -86,8 +89,10 @@ class ParetoHalvingScheduler(FIFOScheduler):
         if not (math.isfinite(acc) and math.isfinite(cost)):
             self.nonfinite.add(trial.trial_id)
             return TrialScheduler.STOP
+        if int(epoch) > self.config.max_epochs:
+            return TrialScheduler.STOP
         decision = self.halving.report(trial.trial_id, int(epoch), acc, cost)
-        if decision == STOP or int(epoch) >= self.config.max_epochs:
+        if decision == STOP:
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 

@@ -320,13 +320,15 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
     from ray import tune
 
     from nas_attn.search.searcher import AskTellSearcher
-    from nas_attn.search.trainable import run_trial
+    from nas_attn.search.trainable import CHECKPOINT_DIR, run_trial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own console reporter, silent below
     opts = setup.options
     searcher = AskTellSearcher(study, setup.propose, setup.objectives, setup.epochs, target,
                                run_id, on_event=progress.event if progress else None)
+    keep = setup.evaluate_settings.get("keep_checkpoints", True)
     settings = {"evaluator": setup.evaluator, "epochs": setup.epochs,
+                "checkpoint_dir": str((run_dir / CHECKPOINT_DIR).resolve()) if keep else None,
                 "cpus_per_trial": opts.cpus_per_trial,
                 "evaluate": {**setup.evaluate_settings, "cpus_per_trial": opts.cpus_per_trial}}
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}

@@ -60,12 +60,16 @@ def checkpoint_path(run_dir: str | Path, spec_hash: str, seed: int) -> Path:
 
 
 def trial_checkpoint_dir(settings: Mapping[str, Any]) -> str | None:
-    """The folder for this trial's checkpoint: the runner's ``checkpoint_dir`` setting, or
+    """The folder for this trial's checkpoint: the runner's ``checkpoint_dir`` setting (when
+    this worker sees the run folder's ``run.json``), or
     ``RUN_DIR/checkpoints`` derived from Ray's storage path (``RUN_DIR/ray``) when this worker
     sees ``RUN_DIR/run.json``; None when neither applies."""
     if "checkpoint_dir" in settings:
         value = settings["checkpoint_dir"]
-        return None if value is None else str(value)
+        if value is None:
+            return None
+        # on another node without a shared filesystem the run folder is not there: keep nothing
+        return str(value) if (Path(value).parent / "run.json").is_file() else None
     try:
         from ray import tune
 
