@@ -43,10 +43,16 @@ test-fast: venv
 
 lint: venv
 	$(VENV)/bin/ruff check nas_attn tests benchmarks
-	$(VENV)/bin/ruff format --check nas_attn tests benchmarks
 
+# The benchmarks behind docs/benchmarks.md (run on a quiet machine; about 15 minutes).
 bench: venv
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_profile.py
+	$(PY) benchmarks/bench_module_overhead.py
+	$(PY) benchmarks/bench_train_throughput.py
+	$(PY) benchmarks/bench_runner_overhead.py --trials 24
+	$(PY) benchmarks/bench_sampler_storage.py
+	$(PY) benchmarks/bench_quickstart_memory.py
+	$(PY) benchmarks/tabular/replay.py --reps 20 --trials 300 --workers 2 --es 3,1 2,4 --gp-reps 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -149,4 +149,7 @@ class Progress:
         if self._live is not None:
             self._live.update(self.line())
             self._live.__exit__(*exc)
+            console = self._live.console
+            if not console.is_terminal:  # rich ends a non-terminal render without a newline
+                console.file.write("\n")
             self._live = None
