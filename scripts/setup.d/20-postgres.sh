@@ -21,10 +21,14 @@ if [ "$(id -u)" = 0 ]; then
   id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres
   RUN_AS=(runuser -u postgres --)
 fi
-if "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+ready() { "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" >/dev/null 2>&1; }
+if ready; then
   echo "[postgres] already running on 127.0.0.1:$PORT"
   exit 0
 fi
+# a server killed with its session (CI ends every process a session left) leaves a stale pid file
+"${RUN_AS[@]}" "$BIN/pg_ctl" -D "$DATA" stop -m immediate >/dev/null 2>&1 || true
+rm -f "$DATA/postmaster.pid"
 if [ ! -f "$DATA/PG_VERSION" ]; then
   rm -rf "$DATA"; mkdir -p "$DATA"
   [ "$(id -u)" = 0 ] && chown postgres "$DATA"
