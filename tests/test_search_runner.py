@@ -62,6 +62,16 @@ def test_early_stopping_prunes_and_pruned_never_enter_the_front(tmp_path):
     assert len(pruned) >= 1
     assert (pruned["epochs_trained"] < 4).all() and pruned["last_accuracy"].notna().all()
     assert set(run.front()["number"]).isdisjoint(set(pruned["number"]))
+    # per-epoch values are kept in the storage (the dashboard's learning curves read them)
+    for t in run.study.trials:
+        if t.user_attrs.get("reused"):
+            continue
+        curve = t.user_attrs.get("intermediate")
+        assert curve is not None, (t.number, t.state, t.user_attrs)
+        assert sorted(map(int, curve)) == list(range(1, t.user_attrs["epochs_trained"] + 1))
+        last = curve[str(t.user_attrs["epochs_trained"])]
+        acc = t.values[0] if t.state.name == "COMPLETE" else t.user_attrs["last_accuracy"]
+        assert last[0] == acc and last[1] == t.user_attrs["flops"]
 
 
 def test_fingerprint_mismatch_refused_and_identical_rerun_continues(tmp_path):

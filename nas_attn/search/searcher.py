@@ -31,6 +31,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from nas_attn.search.outcome import (
+    ACCURACY,
     COMPLETE,
     FAIL,
     PRUNED,
@@ -117,6 +118,11 @@ class _Pending:
     proposal: Proposal
     started: float
     last_result: Mapping[str, Any] | None = None
+    curve: dict[str, list[float]] = field(default_factory=dict)  # "<epoch>": [accuracy, cost]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 class AskTellSearcher(Searcher):
@@ -211,15 +217,22 @@ class AskTellSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         p = self._pending.get(trial_id)
         if p is not None:
-            p.last_result = dict(result)
+            self._record(p, result)
+
+    def _record(self, p: _Pending, result: Mapping[str, Any]) -> None:
+        p.last_result = dict(result)
+        acc, epoch = result.get(ACCURACY), result.get("epoch")
+        cost = next((result.get(o.name) for o in self.objectives if o.name != ACCURACY), None)
+        if _finite(acc) and _finite(epoch):
+            p.curve[str(int(epoch))] = [float(acc), float(cost) if _finite(cost) else None]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         p = self._pending.pop(trial_id, None)
         if p is None:
             return
-        if result:
-            p.last_result = dict(result)
+        if result:  # a result that made the scheduler stop the trial arrives only here
+            self._record(p, result)
         if error:  # the reason arrives through ErrorRelay.on_trial_error right after this
             self._errors[trial_id] = p
             return
@@ -276,10 +289,12 @@ class AskTellSearcher(Searcher):
         attrs = dict(out.attrs)
         attrs.setdefault("counts", True)
         attrs["train_seconds"] = round(time.time() - p.started, 3)
+        if p.curve:  # per-epoch values, the format of the Optuna pruner (read by the dashboard)
+            attrs["intermediate"] = p.curve
         if p.last_result:
             for k in ("images_per_s", "train_loss", "val_loss"):
                 v = p.last_result.get(k)
-                if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
+                if _finite(v):
                     attrs[k] = float(v)
         out = Outcome(out.state, out.values, attrs)
         frozen = self._tell(p.trial, out)
