@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from nas_attn._imports import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -23,12 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas_attn' has no attribute {name!r}")
+__getattr__ = lazy_getattr("nas_attn", _LAZY)
 
 
 __all__ = sorted(_LAZY)

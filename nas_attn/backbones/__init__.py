@@ -1,9 +1,7 @@
 """Backbones with named insertion points. Importing this package registers every backbone
 (one family per file: ``resnet.py``, ``mobilenetv2.py``, ...)."""
 
-import importlib
-import pkgutil
-
+from nas_attn._imports import import_family_files
 from nas_attn.backbones._registry import (
     BACKBONES,
     POSITIONS,
@@ -15,9 +13,7 @@ from nas_attn.backbones._registry import (
     shipped_backbones,
 )
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_family_files(__name__, __path__)
 
 __all__ = ["BACKBONES", "POSITIONS", "BackboneEntry", "BlockInfo", "StageInfo", "get_backbone",
            "register_backbone", "shipped_backbones"]

@@ -5,9 +5,7 @@ One family per file (``digits.py``: the embedded default ``cluttered-digits`` an
 registers them all.
 """
 
-import importlib
-import pkgutil
-
+from nas_attn._imports import import_family_files
 from nas_attn.data._bundle import Augmentation, DatasetBundle, Split, channel_stats
 from nas_attn.data._registry import (
     DATASETS,
@@ -18,9 +16,7 @@ from nas_attn.data._registry import (
     register_dataset,
 )
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_family_files(__name__, __path__)
 
 __all__ = ["DATASETS", "Augmentation", "DataConfig", "DatasetBundle", "DatasetEntry", "Split",
            "channel_stats", "dataset_names", "load_dataset", "register_dataset"]

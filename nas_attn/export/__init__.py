@@ -8,7 +8,7 @@ See docs/export.md.
 
 from __future__ import annotations
 
-from typing import Any
+from nas_attn._imports import lazy_getattr
 
 _LAZY = {
     "export_bundle": "nas_attn.export.bundle",
@@ -25,12 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas_attn.export' has no attribute {name!r}")
+__getattr__ = lazy_getattr("nas_attn.export", _LAZY)
 
 
 __all__ = sorted(_LAZY)

@@ -4,9 +4,7 @@ One family per file (``se.py``, ``eca.py``, ...); each file registers its module
 ``@register_module("name", ...)``, so the registry's keys are written where the module is.
 """
 
-import importlib
-import pkgutil
-
+from nas_attn._imports import import_family_files
 from nas_attn.modules._registry import (
     MODULES,
     ModuleEntry,
@@ -16,8 +14,6 @@ from nas_attn.modules._registry import (
     register_module,
 )
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_family_files(__name__, __path__)
 
 __all__ = ["MODULES", "ModuleEntry", "create_module", "get_module", "module_names", "register_module"]

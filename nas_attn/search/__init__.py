@@ -6,7 +6,7 @@ Ray scheduler load optuna / ray on first attribute access.
 
 from __future__ import annotations
 
-from typing import Any
+from nas_attn._imports import lazy_getattr
 
 _LAZY = {
     "HalvingConfig": "nas_attn.search.pruning",
@@ -18,12 +18,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas_attn.search' has no attribute {name!r}")
+__getattr__ = lazy_getattr("nas_attn.search", _LAZY)
 
 
 __all__ = sorted(_LAZY)
