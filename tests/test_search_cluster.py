@@ -26,10 +26,20 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before in this session (a port closed right after
+    binding can come back from the OS on the next call, and Ray refuses two components on one
+    port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def _node_args(temp: Path) -> list[str]:
