@@ -111,35 +111,11 @@ def run_job(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
 
 def train_and_report_test(spec: dict, settings: dict,
                           report_epoch: Callable[[Mapping[str, Any]], None]) -> None:
-    """Like the search's ``train_and_report`` (same worker cache key, so the same resident
-    data), but the last epoch's report also carries ``test_accuracy`` (the test split is
-    evaluated once, after training)."""
-    from nas_attn.data import load_dataset
-    from nas_attn.search.fingerprint import canonical_json
-    from nas_attn.search.trainable import worker_cache
-    from nas_attn.train import TrainConfig, train_spec
+    """The search's ``train_and_report`` (same worker cache, so the same resident data) with
+    ``evaluate_test``: the last epoch's report also carries ``test_accuracy``."""
+    from nas_attn.search.evaluators import train_and_report
 
-    data_cfg = dict(settings["data"])
-    bundle = worker_cache("data:" + canonical_json(data_cfg), lambda: load_dataset(data_cfg))
-    train = dict(settings["train"])
-    if train.get("threads") is None and settings.get("cpus_per_trial"):
-        train["threads"] = max(1, int(settings["cpus_per_trial"]))
-    cfg = TrainConfig(**train)
-    last: dict[str, Any] = {}
-
-    def callback(r: Any) -> bool:
-        metrics = {"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
-                   "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
-                   "images_per_s": r.images_per_s}
-        if r.epoch < cfg.epochs:
-            report_epoch(metrics)
-        else:
-            last.update(metrics)
-        return True
-
-    result = train_spec(spec, bundle, cfg, callback, evaluate_test=True)
-    last["test_accuracy"] = result.test_accuracy
-    report_epoch(last)
+    train_and_report(spec, {**settings, "evaluate_test": True}, report_epoch)
 
 
 # ---------------------------------------------------------------------------------------------

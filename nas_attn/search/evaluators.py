@@ -71,6 +71,9 @@ def _keep(result: Any, spec_hash: str | None, checkpoint_dir: str | None, seed: 
 
 def train_and_report(spec: dict, settings: dict,
                      report_epoch: Callable[[Mapping[str, Any]], None]) -> None:
+    """Train with the study's data and training settings, reporting every epoch. With
+    ``evaluate_test: true`` the last epoch's report also carries ``test_accuracy`` (the test
+    split evaluated once, after training; for final reports only)."""
     from nas_attn.data import load_dataset
     from nas_attn.train import TrainConfig, train_spec
 
@@ -80,14 +83,22 @@ def train_and_report(spec: dict, settings: dict,
     if train.get("threads") is None and settings.get("cpus_per_trial"):
         train["threads"] = max(1, int(settings["cpus_per_trial"]))
     cfg = TrainConfig(**train)
+    with_test = bool(settings.get("evaluate_test", False))
+    last: dict[str, Any] = {}
 
     def callback(r: Any) -> bool:
-        report_epoch({"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
-                      "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
-                      "images_per_s": r.images_per_s})
+        metrics = {"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
+                   "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
+                   "images_per_s": r.images_per_s}
+        if with_test and r.epoch == cfg.epochs:
+            last.update(metrics)  # reported below, with the test accuracy
+        else:
+            report_epoch(metrics)
         return True
 
-    result = train_spec(spec, bundle, cfg, callback)
+    result = train_spec(spec, bundle, cfg, callback, evaluate_test=with_test)
+    if with_test:
+        report_epoch({**last, "test_accuracy": result.test_accuracy})
     trial = dict(settings.get(TRIAL_KEY) or {})
     if settings.get("keep_checkpoints", True):
         _keep(result, trial.get("spec_hash"), trial.get("checkpoint_dir"), cfg.seed)
