@@ -38,7 +38,8 @@ from ray.tune.search import Searcher
 
 from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
-from nas_attn.search.outcome import COMPLETE, FAIL, Objective, Outcome, classify, fail
+from nas_attn.search.outcome import COMPLETE, FAIL, Objective, Outcome
+from nas_attn.search.searcher import TrialBookkeeping
 
 if TYPE_CHECKING:
     from nas_attn.ablation.config import AblationConfig
@@ -130,7 +131,7 @@ class _Pending:
     last_result: Mapping[str, Any] | None = None
 
 
-class JobSearcher(Searcher):
+class JobSearcher(TrialBookkeeping):
     """Ray Tune searcher that hands out a fixed list of jobs and records each in Optuna.
 
     ``suggest`` asks the study for a trial (RUNNING, with the job's user attrs) and returns the
@@ -142,7 +143,7 @@ class JobSearcher(Searcher):
     def __init__(self, study: Any, jobs: Sequence[Job], run_id: str, metric: str, epochs: int,
                  costs: Mapping[str, Mapping[str, float]] | None = None,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
-        super().__init__(metric=None, mode=None)
+        super().__init__()
         self.study = study
         self.queue = list(jobs)
         self.run_id = run_id
@@ -152,8 +153,6 @@ class JobSearcher(Searcher):
         self.on_event = on_event
         self.issued = 0
         self.finished: list[tuple[Job, str]] = []
-        self._pending: dict[str, _Pending] = {}
-        self._errors: dict[str, _Pending] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Ray pickles searchers for Tuner.restore
         return {"run_id": self.run_id, "detached": True}
@@ -189,42 +188,6 @@ class JobSearcher(Searcher):
         self._emit("start", {"job": job.job, "arm": job.arm, "seed": job.seed})
         return {"job": job.job, "arm": job.arm, "seed": job.seed, "spec_hash": job.spec_hash,
                 "spec": attrs["spec"], "costs": costs}
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        p = self._pending.get(trial_id)
-        if p is not None:
-            p.last_result = dict(result)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        p = self._pending.pop(trial_id, None)
-        if p is None:
-            return
-        if result:
-            p.last_result = dict(result)
-        if error:  # the reason arrives through the runner's error relay right after this
-            self._errors[trial_id] = p
-            return
-        self._finish(p, classify(p.last_result, self.objectives, self.epochs, {}))
-
-    def resolve_error(self, trial_id: str, reason: str, message: str) -> None:
-        p = self._errors.pop(trial_id, None)
-        if p is None:
-            return
-        epochs = int(p.last_result["epoch"]) if p.last_result and "epoch" in p.last_result else 0
-        self._finish(p, fail(reason, message, epochs_trained=epochs, counts=True))
-
-    def flush(self, interrupted: bool = False) -> None:
-        """End of the Tuner run: tell every trial still open. Interrupted ones become FAIL
-        ``orphaned`` (retrained on resume)."""
-        for trial_id in list(self._errors):
-            self.resolve_error(trial_id, "error", "the trial raised an error")
-        for trial_id in list(self._pending):
-            p = self._pending.pop(trial_id)
-            if interrupted:
-                self._finish(p, fail("orphaned", "interrupted before it finished", counts=False))
-            else:
-                self._finish(p, fail("error", "the trial never ended in Ray", counts=True))
 
     # -- internals ----------------------------------------------------------------------------
 

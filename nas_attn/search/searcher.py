@@ -125,13 +125,73 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
-class AskTellSearcher(Searcher):
+class TrialBookkeeping(Searcher):
+    """What every nas-attn Ray searcher does with a trial it handed out: keep its results, tell
+    Optuna the outcome when Ray completes it, wait for the failure reason the runner's error
+    relay brings (``resolve_error``), and at the end of a Tuner run tell every trial still open
+    (``flush``). Subclasses fill ``self._pending`` in ``suggest`` and implement ``_finish``."""
+
+    objectives: tuple[Objective, ...]
+    epochs: int
+
+    def __init__(self) -> None:
+        super().__init__(metric=None, mode=None)
+        self._pending: dict[str, Any] = {}  # ray trial id -> pending trial
+        self._errors: dict[str, Any] = {}  # ray trial id -> pending, awaiting a reason
+
+    def _finish(self, p: Any, out: Outcome) -> None:
+        raise NotImplementedError
+
+    def _costs(self, p: Any) -> Mapping[str, float]:
+        return {}
+
+    def _record(self, p: Any, result: Mapping[str, Any]) -> None:
+        p.last_result = dict(result)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        p = self._pending.get(trial_id)
+        if p is not None:
+            self._record(p, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        p = self._pending.pop(trial_id, None)
+        if p is None:
+            return
+        if result:  # a result that made the scheduler stop the trial arrives only here
+            self._record(p, result)
+        if error:  # the reason arrives through the runner's error relay right after this
+            self._errors[trial_id] = p
+            return
+        self._finish(p, classify(p.last_result, self.objectives, self.epochs, self._costs(p)))
+
+    def resolve_error(self, trial_id: str, reason: str, message: str) -> None:
+        p = self._errors.pop(trial_id, None)
+        if p is None:
+            return
+        epochs = int(p.last_result["epoch"]) if p.last_result and "epoch" in p.last_result else 0
+        self._finish(p, fail(reason, message, epochs_trained=epochs, counts=True))
+
+    def flush(self, interrupted: bool = False) -> None:
+        """End of the Tuner run: tell every trial still open. Interrupted ones become FAIL
+        ``orphaned`` (retrained on resume); others never reported back: ``error``."""
+        for trial_id in list(self._errors):
+            self.resolve_error(trial_id, "error", "the trial raised an error")
+        for trial_id in list(self._pending):
+            p = self._pending.pop(trial_id)
+            if interrupted:
+                self._finish(p, fail("orphaned", "interrupted before it finished", counts=False))
+            else:
+                self._finish(p, fail("error", "the trial never ended in Ray", counts=True))
+
+
+class AskTellSearcher(TrialBookkeeping):
     """Ray Tune searcher that asks an Optuna study and tells it what really happened."""
 
     def __init__(self, study: Any, propose: Propose, objectives: Sequence[Objective],
                  epochs: int, target: int, run_id: str,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
-        super().__init__(metric=None, mode=None)
+        super().__init__()
         self.study = study
         self.propose = propose
         self.objectives = tuple(objectives)
@@ -143,10 +203,8 @@ class AskTellSearcher(Searcher):
         self.issued = 0
         self.stop_reason: str | None = None
         self._consecutive_skips = 0
-        self._pending: dict[str, _Pending] = {}
         self._in_flight: dict[str, str] = {}  # spec hash -> ray trial id
         self._parked: dict[str, list[tuple[Any, Proposal]]] = {}
-        self._errors: dict[str, _Pending] = {}  # ray trial id -> pending, awaiting a reason
         self._done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
         for t in study.get_trials(deepcopy=False):
             if reusable(t) and not t.user_attrs.get("reused"):
@@ -214,11 +272,6 @@ class AskTellSearcher(Searcher):
             }
         return None
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        p = self._pending.get(trial_id)
-        if p is not None:
-            self._record(p, result)
-
     def _record(self, p: _Pending, result: Mapping[str, Any]) -> None:
         p.last_result = dict(result)
         acc, epoch = result.get(ACCURACY), result.get("epoch")
@@ -226,34 +279,8 @@ class AskTellSearcher(Searcher):
         if _finite(acc) and _finite(epoch):
             p.curve[str(int(epoch))] = [float(acc), float(cost) if _finite(cost) else None]
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        p = self._pending.pop(trial_id, None)
-        if p is None:
-            return
-        if result:  # a result that made the scheduler stop the trial arrives only here
-            self._record(p, result)
-        if error:  # the reason arrives through ErrorRelay.on_trial_error right after this
-            self._errors[trial_id] = p
-            return
-        self._finish(p, classify(p.last_result, self.objectives, self.epochs, p.proposal.costs))
-
-    # -- errors (reason from the Tune callback) -----------------------------------------------
-
-    def resolve_error(self, trial_id: str, reason: str, message: str) -> None:
-        p = self._errors.pop(trial_id, None)
-        if p is None:
-            return
-        epochs = int(p.last_result["epoch"]) if p.last_result and "epoch" in p.last_result else 0
-        self._finish(p, fail(reason, message, epochs_trained=epochs, counts=True))
-
-    def flush(self) -> None:
-        """Tell every trial still waiting for an error reason (end of the Tuner run)."""
-        for trial_id in list(self._errors):
-            self.resolve_error(trial_id, "error", "the trial raised an error")
-        for trial_id in list(self._pending):  # Ray never reported back: not trained for sure
-            p = self._pending.pop(trial_id)
-            self._finish(p, fail("error", "the trial never ended in Ray", counts=True))
+    def _costs(self, p: _Pending) -> Mapping[str, float]:
+        return p.proposal.costs
 
     # -- internals ----------------------------------------------------------------------------
 
