@@ -6,8 +6,9 @@
 Every (architecture, seed) pair of the space in :mod:`nas_attn.bench.generate` is one runner
 trial (``run_search``: Ray Tune trials on reused workers, Optuna SQLite storage in the run
 folder). An interrupted generation continues with ``--resume`` (finished pairs are skipped).
-``--limit N`` trains only the first N architectures (a smoke test). The generation time and
-machine are written into the table's metadata.
+``--limit N`` trains only the first N architectures; with ``--epochs`` and ``--train-size``
+(which override the settings of :mod:`nas_attn.bench.generate`) that makes a smoke test. The
+generation time and machine are written into the table's metadata.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -40,6 +43,16 @@ def machine() -> dict:
             "load_average_at_start": load}
 
 
+def settings_of(args: argparse.Namespace) -> dict:
+    """The data and training settings of the table, with the command line's overrides."""
+    data, train = dict(gen.TABLE_DATA), dict(gen.TABLE_TRAIN)
+    if args.epochs is not None:
+        train["epochs"] = args.epochs
+    if args.train_size is not None:
+        data["train_size"] = args.train_size
+    return {"data": data, "train": train}
+
+
 def build_setup(args: argparse.Namespace, specs: list, hashes: list, costs: list,
                 skip: set[str]):
     from nas_attn import __version__
@@ -47,11 +60,11 @@ def build_setup(args: argparse.Namespace, specs: list, hashes: list, costs: list
     from nas_attn.search.setup import SearchOptions, SearchSetup
 
     proposer = gen.TableProposer(specs, hashes, costs, args.seeds, skip=skip)
-    settings = {"data": dict(gen.TABLE_DATA), "train": dict(gen.TABLE_TRAIN)}
+    settings = settings_of(args)
     fingerprint = {"tabular": {"space": gen.TABLE_SPACE, "archs": len(specs),
                                "seeds": list(args.seeds), **settings},
                    "version": __version__}
-    epochs = int(gen.TABLE_TRAIN["epochs"])
+    epochs = int(settings["train"]["epochs"])
     return SearchSetup(
         name="tabular-attention", epochs=epochs, propose=proposer,
         objectives=(Objective("val_accuracy", "maximize"), Objective("flops", "minimize")),
@@ -69,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--limit", type=int, default=None, help="only the first N architectures")
     p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    p.add_argument("--train-size", type=int, default=None, help="override the training images")
     p.add_argument("--resume", action="store_true", help="continue --run-dir")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -103,30 +118,34 @@ def main(argv: list[str] | None = None) -> int:
                 if t.state.name == "COMPLETE" and "spec_hash" in t.user_attrs}
     setup = build_setup(args, specs, hashes, costs, skip)
     t_run = time.time()
-    if args.resume:
+    if not setup.propose.pairs:
+        print("every (architecture, seed) pair is trained already", flush=True)
+    elif args.resume:
         summary = runner.resume_run(run_dir, quiet=True, num_cpus=args.num_cpus,
                                     setup_factory=lambda _info, _dir: setup)
     else:
         summary = runner.run_search(setup, out=run_dir, quiet=True, num_cpus=args.num_cpus)
     run_s = time.time() - t_run
-    print(f"runner: {summary.status}, {summary.complete} complete, {summary.failed} failed, "
-          f"{run_s:.0f}s", flush=True)
+    if setup.propose.pairs:
+        print(f"runner: {summary.status}, {summary.complete} complete, {summary.failed} "
+              f"failed, {run_s:.0f}s", flush=True)
 
     import optuna
 
     study = optuna.load_study(study_name="tabular-attention", storage=storage.default_url(run_dir))
-    epochs = int(gen.TABLE_TRAIN["epochs"])
+    settings = settings_of(args)
+    epochs = int(settings["train"]["epochs"])
     acc, secs = gen.collect(study, run_dir, len(specs), args.seeds, epochs)
-    missing = int(__import__("numpy").isnan(acc[:, :, -1]).sum())
+    missing = int(np.isnan(acc[:, :, -1]).sum())
     if missing:
         print(f"{missing} (arch, seed) pairs have no curve; rerun with --resume", flush=True)
         return 1
     info["generation_seconds"] = round(time.time() - t_start, 1)
     info["runner_seconds"] = round(run_s, 1)
-    info["train_seconds_sum"] = round(float(__import__("numpy").nansum(secs)), 1)
+    info["train_seconds_sum"] = round(float(np.nansum(secs)), 1)
     meta = {
-        "name": "tabular-attention", "space": gen.TABLE_SPACE, "data": gen.TABLE_DATA,
-        "train": gen.TABLE_TRAIN, "input_size": list(size), "generation": info,
+        "name": "tabular-attention", "space": gen.TABLE_SPACE, "data": settings["data"],
+        "train": settings["train"], "input_size": list(size), "generation": info,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python benchmarks/tabular/generate_table.py " + " ".join(sys.argv[1:]),
         "versions": runner.rd.versions(),

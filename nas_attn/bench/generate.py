@@ -43,11 +43,11 @@ TABLE_SPACE: dict[str, Any] = {
     },
 }
 TABLE_DATA: dict[str, Any] = {
-    "name": "cluttered-digits", "image_size": 16, "train_size": 512, "val_size": 300,
+    "name": "cluttered-digits", "image_size": 16, "train_size": 1536, "val_size": 500,
     "test_size": 100, "distractors": 1, "noise": 0.05, "seed": 0,
 }
 TABLE_TRAIN: dict[str, Any] = {
-    "epochs": 9, "batch_size": 64, "optimizer": "adamw", "lr": 0.005, "nesterov": False,
+    "epochs": 20, "batch_size": 64, "optimizer": "adamw", "lr": 0.01, "nesterov": False,
     "weight_decay": 0.01, "threads": 1,
 }
 
