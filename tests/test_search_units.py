@@ -133,3 +133,32 @@ def test_synthetic_quality_is_fixed_and_bounded():
     q = [quality(i) for i in range(20)]
     assert all(0.5 <= x <= 0.95 for x in q) and len(set(q)) > 10
     assert q == [quality(i) for i in range(20)]
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random"])
+def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn):
+    """The runner's samplers (TPE is multivariate with group=True): no experimental-feature
+    warning reaches the user, and the conditional ``position`` parameter is only asked when a
+    module is chosen."""
+    import warnings
+
+    from nas_attn.search.samplers import make_sampler
+    from nas_attn.space import SearchSpace
+
+    space = SearchSpace.from_dict({
+        "name": "cond", "backbone": "tiny", "num_classes": 10, "input_size": [3, 16, 16],
+        "stages": {"default": {"attention": {"none": None, "se": None},
+                               "position": ["post_bn", "post_add"], "blocks": "all"}}},
+        "test space")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=make_sampler(name, 0))
+        for i in range(25):
+            trial = study.ask()
+            space.suggest(trial)
+            for s in range(3):
+                has_pos = f"stage{s}.position" in trial.params
+                assert has_pos == (trial.params[f"stage{s}.attention"] != "none"), trial.params
+            study.tell(trial, [i % 7 / 7, float(len(trial.params))])
+    assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]

@@ -2,10 +2,18 @@
 
 Light on purpose (no Ray import): the runner, the study validator and the tabular replay all
 build their samplers here.
+
+TPE is Optuna's multivariate TPE with ``group=True`` (a joint density over the parameters
+proposed together, split by which conditional parameters a trial has), not the default
+independent TPE: on the tabular benchmark independent TPE re-proposes the architectures it
+already knows and stalls below 95 % of the front's hypervolume in half of the repetitions,
+while multivariate TPE reaches it in about 2.5x fewer trials than random search
+(docs/tabular-benchmark.md, docs/decisions.md).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +27,9 @@ def make_sampler(name: str, seed: int, grid: Mapping[str, list[Any]] | None = No
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
