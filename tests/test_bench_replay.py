@@ -166,19 +166,46 @@ def test_targets_exact():
     assert es["final_hv_keep"] == pytest.approx(0.97 / 0.98) and es["keep_ok"]
     assert not es["epoch_ratio_ok"]
 
+    # A sampler replayed with fewer trials counts when it reached the target (its median is
+    # measured), not when it did not.
+    for hv, best in (([0.97, 0.98], "gp"), ([0.5, 0.6], "tpe")):
+        both = {**runs, "gp": [_run("gp", hv, [9, 9])]}
+        assert targets(summarize(both, tiny_table()), both, 16)["search"]["best"] == best
+
 
 def test_report_outputs():
     from nas_attn.bench.report import curves, curves_svg, markdown_table, plot_replay
 
     t = product_table()
     cfg = HalvingConfig(max_epochs=4, eta=2)
-    runs = replay(t, [Method("random"), Method("random", cfg)], n_trials=10, reps=2)
+    cfg2 = HalvingConfig(max_epochs=4, eta=3)
+    runs = replay(t, [Method("random"), Method("random", cfg), Method("random", cfg2, "(3,1)")],
+                  n_trials=10, reps=2)
     c = curves(runs, points=20)
     assert c.by_trials["random"].shape == (3, 10) and c.by_epochs["random+es"].shape == (3, 20)
     assert np.all(np.diff(c.by_epochs["random"][1]) >= -1e-12)
     md = markdown_table(summarize(runs, t))
-    assert md.count("\n") == 3 and "random+es" in md
+    assert md.count("\n") == 4 and "random+es" in md and "random+es(3,1)" in md
     svg = curves_svg(c)
-    assert svg.startswith("<svg") and svg.count("<polyline") == 4
+    assert svg.startswith("<svg") and svg.count("<polyline") == 6
+    assert svg.count('stroke-dasharray="6,3"') == 3 and svg.count('stroke-dasharray="2,2"') == 3
     fig = plot_replay(c)
-    assert len(fig.data) == 4 and fig.data[1].line.dash == "solid"
+    # one trace per method and panel; each early-stopping setting has its own dash
+    assert [tr.line.dash for tr in fig.data] == ["solid"] * 2 + ["dash"] * 2 + ["dot"] * 2
+
+
+def test_rank_correlation_by_epoch_exact():
+    from nas_attn.bench.metrics import rank_correlation_by_epoch
+
+    # 4 architectures, 1 seed, 3 epochs. Epoch 1 ranks the archs in reverse of the final
+    # order (rho -1), epoch 2 has a tie (ranks 0.5, 0.5, 2, 3 vs 0, 1, 2, 3), epoch 3 is final.
+    final = [0.5, 0.6, 0.7, 0.8]
+    acc = np.array([[[0.4, 0.2, f], ] for f in final], dtype=np.float32)
+    acc[:, 0, 0] = [0.4, 0.3, 0.2, 0.1]
+    acc[:, 0, 1] = [0.2, 0.2, 0.3, 0.4]
+    t = from_curves(acc, [1.0, 2.0, 3.0, 4.0], [1] * 4, [{"x": i} for i in range(4)], [0])
+    rho = rank_correlation_by_epoch(t)
+    # tie: ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3); centred (-1, -1, .5, 1.5) . (-1.5, -.5,
+    # .5, 1.5) = 1.5 + .5 + .25 + 2.25 = 4.5; norms sqrt(1 + 1 + .25 + 2.25) * sqrt(5)
+    expected_tie = 4.5 / math.sqrt(4.5 * 5.0)
+    np.testing.assert_allclose(rho, [-1.0, expected_tie, 1.0], atol=1e-12)

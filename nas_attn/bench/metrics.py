@@ -111,3 +111,27 @@ def on_grid(values: np.ndarray, consumed: np.ndarray, grid: np.ndarray) -> np.nd
     pos = np.searchsorted(np.asarray(consumed), np.asarray(grid), side="right") - 1
     vals = np.asarray(values, dtype=float)
     return np.where(pos >= 0, vals[np.clip(pos, 0, None)], 0.0)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """0-based ranks of a 1-D array, ties sharing their mean rank (as Spearman's rho needs)."""
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="stable")] = np.arange(len(x), dtype=float)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+def rank_correlation_by_epoch(table: Table) -> np.ndarray:
+    """Spearman correlation, across architectures, between the accuracy after each epoch and
+    the final accuracy of the same training, averaged over seeds: ``(epochs,)``.
+
+    How well a rung at epoch ``e`` can rank architectures is bounded by entry ``e - 1``: it
+    explains what early stopping can and cannot save on a table."""
+    out = np.zeros(table.epochs)
+    for s in range(table.n_seeds):
+        final = _ranks(table.acc[:, s, -1])
+        at = np.stack([_ranks(table.acc[:, s, e]) for e in range(table.epochs)])
+        fc = final - final.mean()
+        ac = at - at.mean(axis=1, keepdims=True)
+        denom = np.sqrt((ac ** 2).sum(axis=1) * (fc ** 2).sum())
+        out += np.where(denom > 0, (ac @ fc) / np.where(denom > 0, denom, 1.0), 0.0)
+    return out / table.n_seeds

@@ -54,7 +54,8 @@ def targets(summary: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequenc
     """The issue's targets, measured.
 
     - search: the best sampler (fewest median trials to ``hv_target``; samplers replayed with
-      fewer repetitions or trials than random are left out) reaches it within
+      fewer repetitions than random are left out, and so are those replayed with fewer trials
+      that did not reach the target: their median is not measured) reaches it within
       ``n_archs / 4`` trials and with >= 2x fewer trials than random search.
     - early stopping, per sampler with both variants: ``h`` = min(``hv_target``, the first
       quartile over reps of the no-stop run's final HV ratio, a level most no-stop reps
@@ -66,7 +67,8 @@ def targets(summary: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequenc
     plain = {k: v for k, v in summary.items() if "+es" not in k}
     ref = summary.get("random")
     full = [k for k, v in plain.items()
-            if ref is None or (v["reps"] >= ref["reps"] and v["trials"] >= ref["trials"])]
+            if ref is None or (v["reps"] >= ref["reps"] and (
+                v["trials"] >= ref["trials"] or math.isfinite(v["trials_to_target"])))]
     if full:
         best = min(full, key=lambda k: plain[k]["trials_to_target"])
         b = plain[best]["trials_to_target"]
@@ -123,10 +125,22 @@ def _colour(method: str) -> str:
     return _PALETTE.get(method.split("+")[0], "#9467bd")
 
 
-def _svg_dash(method: str) -> str:
+# Line styles of the early-stopping variants, in the order their tags first appear:
+# (plotly dash name, SVG dasharray). Plain samplers are solid.
+_DASHES = (("dash", "6,3"), ("dot", "2,2"), ("dashdot", "7,3,2,3"), ("longdash", "12,4"))
+
+
+def _dash(method: str, methods: Sequence[str]) -> tuple[str, str] | None:
+    """The (plotly, SVG) dash of ``method`` among ``methods``; None for a solid line."""
     if "+es" not in method:
-        return ""
-    return ' stroke-dasharray="6,3"' if method.endswith("+es") else ' stroke-dasharray="2,2"'
+        return None
+    tags = list(dict.fromkeys(m.split("+es", 1)[1] for m in methods if "+es" in m))
+    return _DASHES[tags.index(method.split("+es", 1)[1]) % len(_DASHES)]
+
+
+def _svg_dash(method: str, methods: Sequence[str]) -> str:
+    d = _dash(method, methods)
+    return "" if d is None else f' stroke-dasharray="{d[1]}"'
 
 
 def plot_replay(c: Curves) -> Any:
@@ -137,7 +151,7 @@ def plot_replay(c: Curves) -> Any:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("vs trials", "vs epochs consumed"))
     for name in c.by_trials:
         colour = _colour(name)
-        dash = "solid" if "+es" not in name else ("dash" if name.endswith("+es") else "dot")
+        dash = (_dash(name, list(c.by_trials)) or ("solid",))[0]
         for col, (x, y) in enumerate(((c.trials, c.by_trials[name]),
                                       (c.epochs, c.by_epochs[name])), start=1):
             fig.add_trace(go.Scatter(x=x, y=y[1], name=name, legendgroup=name,
@@ -180,13 +194,13 @@ def curves_svg(c: Curves, width: int = 900, height: int = 340, y_min: float = 0.
         for name, q in data.items():
             pts = " ".join(f"{x0 + pw * float(a) / xmax:.1f},{ypos(float(b)):.1f}"
                            for a, b in zip(x, q[1], strict=True) if np.isfinite(b))
-            dash = _svg_dash(name)
+            dash = _svg_dash(name, list(c.by_trials))
             parts.append(f'<polyline fill="none" stroke="{_colour(name)}" '
                          f'stroke-width="1.5"{dash} points="{pts}"/>')
     for i, name in enumerate(c.by_trials):
         y = top + 14 * i + 8
         colour = _colour(name)
-        dash = _svg_dash(name)
+        dash = _svg_dash(name, list(c.by_trials))
         lx = width - 140
         parts.append(f'<line x1="{lx}" x2="{lx + 24}" y1="{y}" y2="{y}" stroke="{colour}" '
                      f'stroke-width="2"{dash}/>')
