@@ -1,7 +1,7 @@
 """Sampler + storage time per trial as a study grows: trial 1,000 against trial 100.
 
 What the search driver does per proposal, without Ray and without training: ``study.ask()``
-with the TPE sampler (multi-objective: accuracy max, FLOPs min), ``space.suggest(trial)`` on
+with the runner's TPE sampler (``make_sampler("tpe")``: multivariate, multi-objective: accuracy max, FLOPs min), ``space.suggest(trial)`` on
 the real search space of ``search_spaces/quickstart.yaml``, the spec hash, the user attrs the
 searcher writes (run id, spec hash, spec JSON, flops, params) and ``study.tell`` with values
 from a synthetic objective (a fixed function of the spec hash), all against an SQLite
@@ -47,6 +47,7 @@ def main() -> None:
     import optuna
 
     from nas_attn.arch import spec_hash
+    from nas_attn.search.samplers import make_sampler
     from nas_attn.search.storage import default_url, open_storage
     from nas_attn.space import load_space
 
@@ -56,7 +57,7 @@ def main() -> None:
     storage = open_storage(default_url(run_dir))
     study = optuna.create_study(study_name="bench", storage=storage,
                                 directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.TPESampler(seed=args.seed))
+                                sampler=make_sampler("tpe", args.seed))
     per_trial: list[float] = []
     t_all = time.perf_counter()
     for _ in range(args.trials):
