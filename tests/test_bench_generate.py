@@ -59,7 +59,11 @@ def test_generate_cut_down_table_then_resume(tmp_path):
     again = _generate(tmp_path, "--resume", "--out", "t2.npz")
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "trained already" in again.stdout
-    np.testing.assert_array_equal(load_table(tmp_path / "t2.npz").acc, t.acc)
+    t2 = load_table(tmp_path / "t2.npz")
+    np.testing.assert_array_equal(t2.acc, t.acc)
+    span = t.meta["generation"]["trials_span_seconds"]
+    assert 0 < span <= t.meta["generation"]["generation_seconds"]
+    assert t2.meta["generation"]["trials_span_seconds"] == span  # the resume trained nothing
 
 
 def test_proposer_is_seed_major_and_skips_trained_pairs():
