@@ -118,6 +118,33 @@ def test_replay_with_pareto_halving():
     assert run.consumed[-1] < plain.consumed[-1]
 
 
+def test_promotion_resumes_pruned_architectures_without_paying_twice():
+    t = product_table(epochs=4)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2
+    plain = replay_once(t, Method("random", cfg), 60, rep=3)
+    run = replay_once(t, Method("random", cfg, promote=True), 60, rep=3)
+    assert Method("random", cfg, promote=True).name == "random+es+promote"
+    paid = np.zeros(t.n_archs, dtype=int)
+    first_seed: dict[int, int] = {}
+    promoted = 0
+    for a, s, e, done in zip(run.archs, run.seeds, run.epochs, run.complete, strict=True):
+        if s >= 0:  # trained (first time or promoted): the same seed curve continues
+            promoted += a in first_seed
+            assert first_seed.setdefault(int(a), int(s)) == s
+        paid[a] += e
+        assert paid[a] <= t.epochs  # never pays twice for the same epochs
+        if done:
+            assert paid[a] == t.epochs
+    assert promoted > 0  # the 12-architecture space is re-proposed within 60 trials
+    # without promotion a re-proposed pruned architecture costs nothing and stays PRUNED
+    again = [k for k in range(60) if plain.seeds[k] < 0 and plain.archs[k] in
+             {int(a) for a, d in zip(plain.archs[:k], plain.complete[:k], strict=True)
+              if not d}]
+    assert again and all(plain.epochs[k] == 0 and not plain.complete[k] for k in again)
+    with pytest.raises(ConfigError, match="promote"):
+        Method("random", promote=True)
+
+
 def test_replay_many_and_summary():
     t = product_table()
     runs = replay(t, [Method("random"), Method("tpe")], n_trials=25, reps=3)

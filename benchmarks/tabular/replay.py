@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE",
                    help="early-stopping settings to compare (eta,grace_epochs); the first is "
                         "named SAMPLER+es, the others SAMPLER+es(eta,grace)")
+    p.add_argument("--promote", action="store_true",
+                   help="also replay each early-stopping setting with promotion of re-proposed "
+                        "pruned architectures (a what-if: the runner does not promote)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="write the summary and targets here")
     p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         configs.append((HalvingConfig(max_epochs=table.epochs, eta=eta, grace_epochs=grace), tag))
     methods = [Method(s) for s in args.samplers]
     methods += [Method(s, cfg, tag) for cfg, tag in configs for s in args.samplers]
+    if args.promote:
+        methods += [Method(s, cfg, tag, promote=True) for cfg, tag in configs
+                    for s in args.samplers]
     t0 = time.perf_counter()
     runs = replay(table, methods, args.trials, args.reps, workers=args.workers)
     main_s = time.perf_counter() - t0

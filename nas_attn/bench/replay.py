@@ -19,6 +19,12 @@ FLOPs minimise; in-memory storage) through ask/tell, exactly as the runner's sea
 
 Trials run one after another (asynchronous halving with sequential arrivals); a real run
 with concurrent workers decides some trials earlier or later.
+
+``Method(..., promote=True)`` is a what-if the runner does not do (yet): a re-proposed PRUNED
+architecture is *promoted*, i.e. resumes the same training (same seed curve) after the rung it
+stopped at, goes through the later rungs again, and pays only the epochs it adds (ASHA's
+promotion, triggered by the sampler asking for the architecture again). Without it (the
+runner's behaviour) the re-proposal is told PRUNED again at no cost.
 """
 
 from __future__ import annotations
@@ -54,10 +60,13 @@ class Method:
     sampler: str
     halving: HalvingConfig | None = None
     tag: str = ""  # tells apart several early-stopping settings of one sampler
+    promote: bool = False  # a re-proposed PRUNED architecture resumes (see the module doc)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", self.sampler, "unknown sampler", SAMPLERS)
+        if self.promote and not self.early_stopping:
+            raise ConfigError("promote", True, "promotion needs early stopping (halving)")
 
     @property
     def early_stopping(self) -> bool:
@@ -65,7 +74,8 @@ class Method:
 
     @property
     def name(self) -> str:
-        return self.sampler + ("+es" + self.tag if self.early_stopping else "")
+        return self.sampler + ("+es" + self.tag if self.early_stopping else "") + (
+            "+promote" if self.promote else "")
 
 
 @dataclass
@@ -75,7 +85,8 @@ class ReplayRun:
     method: str
     rep: int
     archs: np.ndarray  # (n,) architecture index of each trial
-    seeds: np.ndarray  # (n,) table seed column that answered it (-1: reused)
+    seeds: np.ndarray  # (n,) table seed column that answered it (-1: reused; a promoted
+    # trial keeps its first seed)
     complete: np.ndarray  # (n,) bool, told COMPLETE
     epochs: np.ndarray  # (n,) epochs consumed by each trial (0 when reused)
     seconds: float  # wall time of the replay (sampler + bookkeeping), metrics excluded
@@ -143,7 +154,8 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     seeds = np.full(n_trials, -1, dtype=np.int64)
     complete = np.zeros(n_trials, dtype=bool)
     epochs = np.zeros(n_trials, dtype=np.int64)
-    seen: dict[int, tuple[bool, list[float] | None]] = {}
+    # architecture -> (seed column, rung it was stopped at or None, values or None)
+    seen: dict[int, tuple[int, int | None, list[float] | None]] = {}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
@@ -153,22 +165,25 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
             trial = study.ask()
             a = propose(trial)
             archs[k] = a
-            if a in seen:
-                done, values = seen[a]
+            if a in seen and (seen[a][1] is None or not method.promote):
+                values = seen[a][2]
             else:
-                s = int(rng.integers(table.n_seeds))
+                if a in seen:  # promotion: the same training resumes after its rung
+                    s, start, _ = seen[a]
+                else:
+                    s, start = int(rng.integers(table.n_seeds)), 0
                 seeds[k] = s
                 curve = table.acc[a, s]
                 stopped_at = None
-                for r in rungs:
+                for r in (r for r in rungs if r > start):
                     if halving.report(trial.number, r, float(curve[r - 1]), float(flops[a])) \
                             == STOP:
                         stopped_at = r
                         break
-                done = stopped_at is None
-                epochs[k] = table.epochs if done else stopped_at
-                values = [float(curve[-1]), float(flops[a])] if done else None
-                seen[a] = (done, values)
+                epochs[k] = (stopped_at or table.epochs) - start
+                values = [float(curve[-1]), float(flops[a])] if stopped_at is None else None
+                seen[a] = (s, stopped_at, values)
+            done = values is not None
             complete[k] = done
             if done:
                 study.tell(trial, values)
