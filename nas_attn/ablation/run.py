@@ -143,14 +143,13 @@ class JobSearcher(TrialBookkeeping):
     def __init__(self, study: Any, jobs: Sequence[Job], run_id: str, metric: str, epochs: int,
                  costs: Mapping[str, Mapping[str, float]] | None = None,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(on_event)
         self.study = study
         self.queue = list(jobs)
         self.run_id = run_id
         self.objectives = (Objective(metric, "maximize"),)
         self.epochs = epochs
         self.costs = dict(costs or {})
-        self.on_event = on_event
         self.issued = 0
         self.finished: list[tuple[Job, str]] = []
 
@@ -215,13 +214,6 @@ class JobSearcher(TrialBookkeeping):
                               "state": out.state, "values": out.values,
                               "reason": attrs.get("fail_reason"),
                               "seconds": attrs["train_seconds"]})
-
-    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception:
-                log.exception("progress callback failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,31 +374,10 @@ def _execute(cfg: AblationConfig, todo: Sequence[Job], costs: Mapping[str, Any],
                          cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial)
     trainable = tune.with_resources(tune.with_parameters(run_job, settings=settings),
                                     {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
-    segment = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=-1,
-            max_concurrent_trials=min(len(todo), runner._max_concurrent(opts)),
-            reuse_actors=True, trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-        run_config=tune.RunConfig(
-            name=f"segment-{segment}", storage_path=str((run_dir / "ray").resolve()),
-            verbose=0, callbacks=[runner._error_relay(searcher)], log_to_file=True,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
-    interrupted = False
-    quiet_loggers = [logging.getLogger(n) for n in runner._NOISY_LOGGERS]
-    levels = [lg.level for lg in quiet_loggers]
-    try:
-        for lg in quiet_loggers:
-            lg.setLevel(logging.CRITICAL)
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        for lg, level in zip(quiet_loggers, levels, strict=True):
-            lg.setLevel(level)
+    tuner = runner.make_tuner(trainable, searcher, run_dir,
+                              min(len(todo), runner._max_concurrent(opts)),
+                              [runner._error_relay(searcher)])
+    interrupted = runner.fit_quietly(tuner)
     interrupted = interrupted or bool(searcher.queue) or bool(searcher._pending)
     searcher.flush(interrupted)
     return searcher, interrupted
@@ -418,32 +389,27 @@ def _run(cfg: AblationConfig, design: Design, jobs: Sequence[Job],
          console: Any, retry_failed: bool) -> AblationSummary:
     from nas_attn.ablation.outputs import write_outputs
     from nas_attn.search import run_dir as rd
-    from nas_attn.search.runner import reconcile, start_ray
+    from nas_attn.search.runner import ray_runtime, reconcile
 
     run_id = info["run_id"]
     reconcile(study, run_id)
     done = finished_jobs(study, run_id, retry_failed)
     todo = [j for j in jobs if j.job not in done]
-    status, started = "finished", False
+    status = "finished"
     if not quiet and console is not None and done:
         console.print(f"{len(done)} of {len(jobs)} jobs already finished; running "
                       f"{len(todo)}", highlight=False)
     try:
         if todo:
-            started = start_ray(address, num_cpus, quiet)
-            on_event = _progress(None if quiet else console, len(jobs), len(done))
-            _, interrupted = _execute(cfg, todo, costs, study, run_dir, run_id, on_event)
+            with ray_runtime(address, num_cpus, quiet):
+                on_event = _progress(None if quiet else console, len(jobs), len(done))
+                _, interrupted = _execute(cfg, todo, costs, study, run_dir, run_id, on_event)
             if interrupted:
                 status = "interrupted"
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-        info = {**info, "status": status, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        rd.write_json(run_dir / ABLATION_JSON, info)
+        rd.write_ended(run_dir / ABLATION_JSON, info, status)
     report = write_outputs(run_dir, cfg, design, study, run_id)
     now = finished_jobs(study, run_id)
     return AblationSummary(

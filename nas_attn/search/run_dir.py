@@ -57,6 +57,13 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def write_ended(path: Path, info: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """``info`` with the run's final ``status`` and ``ended_at`` time, written to ``path``."""
+    ended = {**info, "status": status, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(path, ended)
+    return ended
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_JSON
     if not run_dir.is_dir():

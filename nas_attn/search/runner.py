@@ -192,6 +192,19 @@ def start_ray(address: str | None, num_cpus: int | None, quiet: bool) -> bool:
 
 
 @contextlib.contextmanager
+def ray_runtime(address: str | None, num_cpus: int | None, quiet: bool) -> Iterator[None]:
+    """:func:`start_ray` for the block; shuts Ray down afterwards if this call started it."""
+    started = start_ray(address, num_cpus, quiet)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+@contextlib.contextmanager
 def _loopback_only() -> Iterator[None]:
     try:
         from ray._private import ray_constants
@@ -314,6 +327,46 @@ def _scheduler(setup: SearchSetup) -> Any:
                                   time_attr="epoch", directions=(acc.direction, cost.direction))
 
 
+def make_tuner(trainable: Any, searcher: Any, run_dir: Path, max_concurrent: int,
+               callbacks: list[Any], scheduler: Any = None) -> Any:
+    """The Tuner of one run segment, shared by the search and the ablation runner: reused
+    actors, trials under ``run_dir/ray/segment-<time>-<id>/trial_<id>``, no retries (a failure
+    is recorded with its reason, not retried), one checkpoint kept."""
+    from ray import tune
+
+    segment = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=-1,
+            max_concurrent_trials=max_concurrent, reuse_actors=True,
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+        run_config=tune.RunConfig(
+            name=f"segment-{segment}", storage_path=str((run_dir / "ray").resolve()),
+            verbose=0, callbacks=callbacks, log_to_file=True,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+
+
+def fit_quietly(tuner: Any) -> bool:
+    """``tuner.fit()`` with Ray's per-failure tracebacks and "Trials did not complete" silenced
+    (the runners record each failure with its reason; tracebacks stay in ray/). True when
+    interrupted by Ctrl-C."""
+    quiet_loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
+    levels = [lg.level for lg in quiet_loggers]
+    try:
+        for lg in quiet_loggers:
+            lg.setLevel(logging.CRITICAL)
+        tuner.fit()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        for lg, level in zip(quiet_loggers, levels, strict=True):
+            lg.setLevel(level)
+    return False
+
+
 def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target: int,
              quiet: bool, progress: Any, shared: bool = False) -> tuple[Any, bool]:
     """One Tuner over ``target`` more trials. Returns (searcher, interrupted)."""
@@ -335,36 +388,11 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if not isinstance(searcher._done, SharedDone):
         searcher._done = SharedDone(study, searcher._done, shared)
-    callbacks = [_error_relay(searcher), _node_recorder(searcher)]
-    segment = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=_scheduler(setup), num_samples=-1,
-            max_concurrent_trials=_max_concurrent(opts), reuse_actors=True,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-        run_config=tune.RunConfig(
-            name=f"segment-{segment}", storage_path=str((run_dir / "ray").resolve()),
-            verbose=0, callbacks=callbacks, log_to_file=True,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
-    interrupted = False
-    # Ray logs every failed trial's traceback and "Trials did not complete"; the runner records
-    # each failure with its reason (trials table, fail_message; tracebacks stay in ray/).
-    quiet_loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
-    levels = [lg.level for lg in quiet_loggers]
-    try:
-        for lg in quiet_loggers:
-            lg.setLevel(logging.CRITICAL)
-        if progress:
-            progress.attach(searcher)
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        for lg, level in zip(quiet_loggers, levels, strict=True):
-            lg.setLevel(level)
+    tuner = make_tuner(trainable, searcher, run_dir, _max_concurrent(opts),
+                       [_error_relay(searcher), _node_recorder(searcher)], _scheduler(setup))
+    if progress:
+        progress.attach(searcher)
+    interrupted = fit_quietly(tuner)
     done = searcher.issued >= searcher.target or searcher.stop_reason
     if not done or searcher._pending:
         interrupted = True
@@ -468,11 +496,9 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     progress = Progress(study, setup, int(info["requested_trials"]), already, quiet, console,
                         orphans)
     status, message, searcher = "finished", "", None
-    started = False
     try:
         if target > 0:
-            started = start_ray(address, num_cpus, quiet)
-            with progress:
+            with ray_runtime(address, num_cpus, quiet), progress:
                 searcher, interrupted = _execute(setup, study, run_dir, run_id, target, quiet,
                                                  progress, shared)
             if interrupted:
@@ -482,12 +508,7 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     except KeyboardInterrupt:
         status = "interrupted"
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-        info = {**info, "status": status, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        rd.write_json(run_dir / rd.RUN_JSON, info)
+        info = rd.write_ended(run_dir / rd.RUN_JSON, info, status)
         write_trials_table(study, run_dir)
     return summarize(study, run_dir, setup.name, info, status, message, progress)
 

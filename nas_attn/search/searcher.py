@@ -129,15 +129,25 @@ class TrialBookkeeping(Searcher):
     """What every nas-attn Ray searcher does with a trial it handed out: keep its results, tell
     Optuna the outcome when Ray completes it, wait for the failure reason the runner's error
     relay brings (``resolve_error``), and at the end of a Tuner run tell every trial still open
-    (``flush``). Subclasses fill ``self._pending`` in ``suggest`` and implement ``_finish``."""
+    (``flush``). Subclasses fill ``self._pending`` in ``suggest`` and implement ``_finish``;
+    ``_emit`` passes progress events to ``on_event``."""
 
     objectives: tuple[Objective, ...]
     epochs: int
 
-    def __init__(self) -> None:
+    def __init__(self, on_event: Callable[[str, Mapping[str, Any]], None] | None = None
+                 ) -> None:
         super().__init__(metric=None, mode=None)
+        self.on_event = on_event
         self._pending: dict[str, Any] = {}  # ray trial id -> pending trial
         self._errors: dict[str, Any] = {}  # ray trial id -> pending, awaiting a reason
+
+    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, data)
+            except Exception:  # a broken progress display never aborts the run
+                log.exception("progress callback failed")
 
     def _finish(self, p: Any, out: Outcome) -> None:
         raise NotImplementedError
@@ -191,14 +201,13 @@ class AskTellSearcher(TrialBookkeeping):
     def __init__(self, study: Any, propose: Propose, objectives: Sequence[Objective],
                  epochs: int, target: int, run_id: str,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
-        super().__init__()
+        super().__init__(on_event)
         self.study = study
         self.propose = propose
         self.objectives = tuple(objectives)
         self.epochs = epochs
         self.target = target
         self.run_id = run_id
-        self.on_event = on_event
         self.counts = Counts()
         self.issued = 0
         self.stop_reason: str | None = None
@@ -362,10 +371,3 @@ class AskTellSearcher(TrialBookkeeping):
                 return self.study._storage.get_trial(trial._trial_id)
             except Exception:
                 return None
-
-    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(kind, data)
-            except Exception:
-                log.exception("progress callback failed")
