@@ -45,8 +45,12 @@ class Outcome:
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+def is_finite_number(x: Any) -> bool:
+    """A real int or float (not a bool) that is neither NaN nor infinite; never raises (an int
+    too large for a float is finite)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    return isinstance(x, int) or math.isfinite(x)
 
 
 def fail(reason: str, message: str = "", **attrs: Any) -> Outcome:
@@ -73,11 +77,11 @@ def classify(result: Mapping[str, Any] | None, objectives: Sequence[Objective], 
         if v is None:
             return fail("missing_metric", f"no value for objective {obj.name!r}",
                         epochs_trained=epoch)
-        if not _finite(v):
+        if not is_finite_number(v):
             return fail("nonfinite", f"objective {obj.name!r} is {v!r}", epochs_trained=epoch)
         values.append(float(v))
     attrs: dict[str, Any] = {"epochs_trained": epoch}
-    if _finite(acc):
+    if is_finite_number(acc):
         attrs["last_accuracy"] = float(acc)
     if epoch < epochs:
         return Outcome(PRUNED, None, attrs)

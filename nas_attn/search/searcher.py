@@ -40,6 +40,7 @@ from nas_attn.search.outcome import (
     Outcome,
     classify,
     fail,
+    is_finite_number,
 )
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ class _Pending:
     curve: dict[str, list[float]] = field(default_factory=dict)  # "<epoch>": [accuracy, cost]
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 class TrialBookkeeping(Searcher):
@@ -285,8 +284,8 @@ class AskTellSearcher(TrialBookkeeping):
         p.last_result = dict(result)
         acc, epoch = result.get(ACCURACY), result.get("epoch")
         cost = next((result.get(o.name) for o in self.objectives if o.name != ACCURACY), None)
-        if _finite(acc) and _finite(epoch):
-            p.curve[str(int(epoch))] = [float(acc), float(cost) if _finite(cost) else None]
+        if is_finite_number(acc) and is_finite_number(epoch):
+            p.curve[str(int(epoch))] = [float(acc), float(cost) if is_finite_number(cost) else None]
 
     def _costs(self, p: _Pending) -> Mapping[str, float]:
         return p.proposal.costs
@@ -330,7 +329,7 @@ class AskTellSearcher(TrialBookkeeping):
         if p.last_result:
             for k in ("images_per_s", "train_loss", "val_loss"):
                 v = p.last_result.get(k)
-                if _finite(v):
+                if is_finite_number(v):
                     attrs[k] = float(v)
         out = Outcome(out.state, out.values, attrs)
         frozen = self._tell(p.trial, out)
