@@ -53,11 +53,8 @@ def load_pickle(path: Path, field: str, expected: str) -> Any:
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def download_and_extract(url: str, md5: str, root: Path, timeout: float = 30.0) -> None:

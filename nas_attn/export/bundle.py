@@ -46,11 +46,8 @@ CHECKSUMMED = (SPEC_YAML, SPEC_JSON, WEIGHTS, ONNX, LOADING)
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def resolve_output(out_dir: str | Path, base_dir: str | Path | None = None) -> Path:
