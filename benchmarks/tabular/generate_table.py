@@ -53,14 +53,13 @@ def settings_of(args: argparse.Namespace) -> dict:
     return {"data": data, "train": train}
 
 
-def build_setup(args: argparse.Namespace, specs: list, hashes: list, costs: list,
-                skip: set[str]):
+def build_setup(args: argparse.Namespace, settings: dict, specs: list, hashes: list,
+                costs: list, skip: set[str]):
     from nas_attn import __version__
     from nas_attn.search.outcome import Objective
     from nas_attn.search.setup import SearchOptions, SearchSetup
 
     proposer = gen.TableProposer(specs, hashes, costs, args.seeds, skip=skip)
-    settings = settings_of(args)
     fingerprint = {"tabular": {"space": gen.TABLE_SPACE, "archs": len(specs),
                                "seeds": list(args.seeds), **settings},
                    "version": __version__}
@@ -116,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                                   storage=storage.default_url(run_dir))
         skip = {t.user_attrs["spec_hash"] for t in study.get_trials(deepcopy=False)
                 if t.state.name == "COMPLETE" and "spec_hash" in t.user_attrs}
-    setup = build_setup(args, specs, hashes, costs, skip)
+    settings = settings_of(args)
+    setup = build_setup(args, settings, specs, hashes, costs, skip)
     t_run = time.time()
     if not setup.propose.pairs:
         print("every (architecture, seed) pair is trained already", flush=True)
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     study = optuna.load_study(study_name="tabular-attention", storage=storage.default_url(run_dir))
-    settings = settings_of(args)
     epochs = int(settings["train"]["epochs"])
     acc, secs = gen.collect(study, run_dir, len(specs), args.seeds, epochs)
     missing = int(np.isnan(acc[:, :, -1]).sum())
