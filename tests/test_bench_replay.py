@@ -165,11 +165,12 @@ def test_bad_inputs():
         replay_once(t, Method("random"), 0, rep=0)
 
 
-def _run(name, hv, epochs):
+def _run(name, hv, epochs, recall=None):
     from nas_attn.bench.replay import ReplayRun
 
     n = len(hv)
-    metrics = {"hv_ratio": np.asarray(hv, float), "recall_exact": np.zeros(n),
+    metrics = {"hv_ratio": np.asarray(hv, float),
+               "recall_exact": np.zeros(n) if recall is None else np.asarray(recall, float),
                "recall_std": np.zeros(n), "igd_plus": np.ones(n)}
     return ReplayRun(name, 0, np.arange(n), np.zeros(n, int), np.asarray(epochs) == 9,
                      np.asarray(epochs), 0.0, metrics)
@@ -236,3 +237,29 @@ def test_rank_correlation_by_epoch_exact():
     # .5, 1.5) = 1.5 + .5 + .25 + 2.25 = 4.5; norms sqrt(1 + 1 + .25 + 2.25) * sqrt(5)
     expected_tie = 4.5 / math.sqrt(4.5 * 5.0)
     np.testing.assert_allclose(rho, [-1.0, expected_tie, 1.0], atol=1e-12)
+
+
+def test_seed_rank_correlation_exact():
+    from nas_attn.bench.metrics import seed_rank_correlation, spearman
+
+    # 4 architectures, 3 seeds, 1 epoch. Seeds 0 and 1 agree (rho 1), seed 2 reverses them
+    # (rho -1 with each): mean over the 3 pairs = (1 - 1 - 1) / 3.
+    acc = np.array([[[0.1], [0.2], [0.9]], [[0.2], [0.3], [0.8]], [[0.3], [0.4], [0.7]],
+                    [[0.4], [0.5], [0.6]]], dtype=np.float32)
+    t = from_curves(acc, [1.0, 2.0, 3.0, 4.0], [1] * 4, [{"x": i} for i in range(4)], [0, 1, 2])
+    assert seed_rank_correlation(t) == pytest.approx(-1.0 / 3.0)
+    one = from_curves(acc[:, :1], [1.0, 2.0, 3.0, 4.0], [1] * 4, [{"x": i} for i in range(4)],
+                      [0])
+    assert math.isnan(seed_rank_correlation(one))
+    assert spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])) == 0.0
+
+
+def test_trials_to_whole_front_exact():
+    # trials until exact recall is 1, median over reps; inf when half the reps never get there
+    runs = {"a": [_run("a", [0.5] * 4, [9] * 4, [0, 0.5, 1, 1]),
+                  _run("a", [0.5] * 4, [9] * 4, [0.5, 0.5, 0.5, 1]),
+                  _run("a", [0.5] * 4, [9] * 4, [0, 0, 0, 0.5])],
+            "b": [_run("b", [0.5] * 2, [9] * 2, [0, 0.5]), _run("b", [0.5] * 2, [9] * 2, [1, 1])]}
+    s = summarize(runs, tiny_table())
+    assert s["a"]["trials_to_front"] == 4.0  # median of (3, 4, inf)
+    assert math.isinf(s["b"]["trials_to_front"])  # median of (inf, 1)

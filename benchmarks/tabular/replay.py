@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nas_attn.bench.metrics import rank_correlation_by_epoch
+from nas_attn.bench.metrics import rank_correlation_by_epoch, seed_rank_correlation
 from nas_attn.bench.replay import Method, replay, summarize
 from nas_attn.bench.report import curves, curves_svg, markdown_table, targets
 from nas_attn.bench.table import load_table
@@ -46,7 +46,9 @@ def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: f
     goals = targets(summary, runs, table.n_archs)
     rho = [round(float(r), 3) for r in rank_correlation_by_epoch(table)]
     print(markdown_table(summary))
+    seed_rho = round(seed_rank_correlation(table), 3)
     print("Spearman rho(accuracy at epoch e, final accuracy), e = 1..:", rho)
+    print("Spearman rho(final accuracy of seed i, of seed j), mean over pairs:", seed_rho)
     print(json.dumps(_clean(goals), indent=1), flush=True)
     if args.json:
         out = {"table": args.table, "table_summary": table.summary(),
@@ -55,7 +57,8 @@ def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: f
                "replay_wall_seconds": round(main_s, 1),
                "gp": {"reps": args.gp_reps, "trials": args.gp_trials,
                       "wall_seconds": None if gp_s is None else round(gp_s, 1)},
-               "rank_correlation_by_epoch": rho, "summary": summary, "targets": goals}
+               "rank_correlation_by_epoch": rho,
+               "seed_rank_correlation": seed_rho, "summary": summary, "targets": goals}
         Path(args.json).write_text(json.dumps(_clean(out), indent=1) + "\n")
     if args.svg:
         c = curves(runs, max_epochs=args.plot_epochs)

@@ -120,18 +120,35 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
     return (np.bincount(inverse, weights=ranks) / counts)[inverse]
 
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two 1-D arrays (ties at their mean rank; 0 when either is constant)."""
+    ra, rb = _ranks(np.asarray(a)), _ranks(np.asarray(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(np.sqrt((ra ** 2).sum() * (rb ** 2).sum()))
+    return float(ra @ rb) / denom if denom > 0 else 0.0
+
+
 def rank_correlation_by_epoch(table: Table) -> np.ndarray:
     """Spearman correlation, across architectures, between the accuracy after each epoch and
     the final accuracy of the same training, averaged over seeds: ``(epochs,)``.
 
     How well a rung at epoch ``e`` can rank architectures is bounded by entry ``e - 1``: it
     explains what early stopping can and cannot save on a table."""
-    out = np.zeros(table.epochs)
-    for s in range(table.n_seeds):
-        final = _ranks(table.acc[:, s, -1])
-        at = np.stack([_ranks(table.acc[:, s, e]) for e in range(table.epochs)])
-        fc = final - final.mean()
-        ac = at - at.mean(axis=1, keepdims=True)
-        denom = np.sqrt((ac ** 2).sum(axis=1) * (fc ** 2).sum())
-        out += np.where(denom > 0, (ac @ fc) / np.where(denom > 0, denom, 1.0), 0.0)
-    return out / table.n_seeds
+    return np.array([np.mean([spearman(table.acc[:, s, e], table.acc[:, s, -1])
+                              for s in range(table.n_seeds)]) for e in range(table.epochs)])
+
+
+def seed_rank_correlation(table: Table) -> float:
+    """Spearman's rho, across architectures, between two seeds' final accuracies, averaged
+    over the pairs of seeds (NaN with one seed).
+
+    Whether the table ranks architectures at all: near 0, the differences between them are
+    seed noise, its "true front" is a draw, and no sampler or stopping rule can beat random
+    search on it."""
+    n = table.n_seeds
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return float("nan")
+    final = table.acc[:, :, -1]
+    return float(np.mean([spearman(final[:, i], final[:, j]) for i, j in pairs]))

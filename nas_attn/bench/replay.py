@@ -223,7 +223,8 @@ def replay(table: Table, methods: Sequence[Method], n_trials: int, reps: int,
 def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: float = 0.95
               ) -> dict[str, dict[str, Any]]:
     """Per method: medians over repetitions of the final metrics, trials and epochs to
-    ``target`` hypervolume ratio (inf when fewer than half the reps reach it), epochs used."""
+    ``target`` hypervolume ratio and trials until every true-front architecture is found
+    (exact recall 1; each inf when fewer than half the reps reach it), epochs used."""
     from nas_attn.bench.metrics import first_reaching
 
     out: dict[str, dict[str, Any]] = {}
@@ -237,6 +238,8 @@ def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: flo
             "trials_to_target": float(np.median(t_to)),
             "epochs_to_target": float(np.median(e_to)),
             "reached_target": float(np.mean(np.isfinite(t_to))),
+            "trials_to_front": float(np.median(
+                [first_reaching(r.metrics["recall_exact"], trials_axis, 1.0) for r in rs])),
             "epochs_total": float(np.median([r.consumed[-1] for r in rs])),
             "complete": float(np.median([r.complete.sum() for r in rs])),
             "unique_archs": float(np.median([len(set(r.archs.tolist())) for r in rs])),
