@@ -1,0 +1,133 @@
+"""Pilot: how early do accuracy curves rank architectures, under candidate table regimes?
+
+Before spending an hour of two cores on a table, train a random sample of its architectures
+to the full budget under each candidate regime (data, training, space) and measure what
+decides whether a search and early stopping can work on it:
+
+- ``rho@e``: Spearman's rho between accuracy after epoch e and the final accuracy of the same
+  training (``nas_attn.bench.metrics.rank_correlation_by_epoch``);
+- ``seed rho``: rho between two seeds' final accuracies (is the ranking reproducible at all?);
+- the spread of the architectures' mean final accuracy against the median seed std.
+
+    .venv/bin/python benchmarks/tabular/pilot_regimes.py --archs 40 --seeds 0 1 --workers 16
+
+Trainings run in a process pool (one thread each), not through Ray: this is a pilot, not a
+table. Regimes are named overrides of ``nas_attn.bench.generate``'s settings (``REGIMES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from nas_attn.bench import generate as gen
+from nas_attn.bench.metrics import spearman
+
+# name -> overrides of (space stage default, data, train)
+REGIMES: dict[str, dict[str, dict[str, Any]]] = {
+    "table": {},
+    "lr003": {"train": {"lr": 0.003}},
+    "clutter3": {"data": {"distractors": 3, "noise": 0.1}},
+    "sgd": {"train": {"optimizer": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 5e-4}},
+    "sgd_lr02": {"train": {"optimizer": "sgd", "lr": 0.02, "nesterov": True,
+                           "weight_decay": 5e-4}},
+    "sgd_e30": {"train": {"optimizer": "sgd", "lr": 0.05, "nesterov": True,
+                          "weight_decay": 5e-4, "epochs": 30}},
+    "sgd_warm": {"train": {"optimizer": "sgd", "lr": 0.05, "nesterov": True,
+                           "weight_decay": 5e-4, "warmup_epochs": 2}},
+    "ca_space": {"space": {"attention": {"none": None, "se": None, "cbam": None, "ca": None}}},
+    "clutter3_ca": {"data": {"distractors": 3, "noise": 0.1},
+                    "space": {"attention": {"none": None, "se": None, "cbam": None,
+                                            "ca": None}}},
+    "clutter3_lr003": {"data": {"distractors": 3, "noise": 0.1}, "train": {"lr": 0.003}},
+    "big_train": {"data": {"train_size": 3072, "val_size": 1000}, "train": {"epochs": 10}},
+}
+
+
+def regime_settings(name: str) -> tuple[dict, dict, dict]:
+    over = REGIMES[name]
+    space = json.loads(json.dumps(gen.TABLE_SPACE))
+    space["stages"]["default"].update(over.get("space", {}))
+    return space, {**gen.TABLE_DATA, **over.get("data", {})}, {**gen.TABLE_TRAIN,
+                                                                **over.get("train", {})}
+
+
+def _train(job: tuple[dict, dict, dict, int]) -> list[float]:
+    import torch
+
+    torch.set_num_threads(1)
+    from nas_attn.data import load_dataset
+    from nas_attn.train import TrainConfig, train_spec
+
+    spec, data, train, seed = job
+    curve: list[float] = []
+
+    def cb(r: Any) -> bool:
+        curve.append(float(r.val_accuracy))
+        return True
+
+    train_spec(spec, load_dataset(dict(data)), TrainConfig(**{**train, "seed": seed}), cb)
+    return curve
+
+
+def summarize(acc: np.ndarray) -> dict[str, Any]:
+    """``acc``: (archs, seeds, epochs)."""
+    _, s, e = acc.shape
+    rho = [float(np.mean([spearman(acc[:, k, j], acc[:, k, -1]) for k in range(s)]))
+           for j in range(e)]
+    mean = acc[:, :, -1].mean(axis=1)
+    return {
+        "rho_by_epoch": [round(r, 3) for r in rho],
+        "seed_rho": round(spearman(acc[:, 0, -1], acc[:, 1, -1]), 3) if s > 1 else None,
+        "final_mean_q05_50_95": [round(float(q), 4) for q in np.quantile(mean, [.05, .5, .95])],
+        "final_mean_std": round(float(mean.std()), 4),
+        "median_seed_std": round(float(np.median(acc[:, :, -1].std(axis=1, ddof=1))), 4)
+        if s > 1 else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    p.add_argument("--archs", type=int, default=40)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--epochs", type=int, default=None, help="override every regime's epochs")
+    p.add_argument("--out", default=None, help="write the summaries (and curves) as JSON")
+    args = p.parse_args(argv)
+
+    results: dict[str, Any] = {}
+    with ProcessPoolExecutor(args.workers) as pool:
+        for name in args.regimes:
+            t0 = time.time()
+            space, data, train = regime_settings(name)
+            if args.epochs is not None:
+                train["epochs"] = args.epochs
+            archs = gen.enumerate_archs(gen.table_space(space))
+            pick = np.random.default_rng(0).choice(len(archs), min(args.archs, len(archs)),
+                                                   replace=False)
+            jobs = [(archs[a][1].to_dict(), data, train, s) for a in pick for s in args.seeds]
+            curves = list(pool.map(_train, jobs))
+            acc = np.array(curves, dtype=np.float64).reshape(len(pick), len(args.seeds), -1)
+            summary = summarize(acc)
+            summary["seconds"] = round(time.time() - t0, 1)
+            results[name] = {**summary, "space_size": len(archs), "data": data, "train": train,
+                             "acc": acc.round(4).tolist()}
+            print(name, json.dumps(summary), flush=True)
+            if args.out:  # after each regime: a run cut short keeps what it measured
+                Path(args.out).write_text(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
