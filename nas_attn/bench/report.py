@@ -100,11 +100,12 @@ def markdown_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     cols = [("method", None), ("reps", "{:.0f}"), ("trials", "{:.0f}"),
             ("trials to 95% HV", "{:.0f}"), ("reps reaching", "{:.0%}"),
             ("epochs to 95% HV", "{:.0f}"), ("trials to whole front", "{:.0f}"),
-            ("epochs used", "{:.0f}"), ("HV ratio", "{:.3f}"), ("recall", "{:.2f}"), ("recall ±std", "{:.2f}"),
-            ("IGD+", "{:.4f}"), ("unique archs", "{:.0f}"), ("replay s", "{:.1f}")]
+            ("epochs used", "{:.0f}"), ("HV ratio", "{:.3f}"), ("recall", "{:.2f}"),
+            ("recall ±std", "{:.2f}"), ("IGD+", "{:.4f}"), ("unique archs", "{:.0f}"),
+            ("replay s", "{:.1f}")]
     keys = [None, "reps", "trials", "trials_to_target", "reached_target", "epochs_to_target",
-            "trials_to_front", "epochs_total", "hv_ratio", "recall_exact", "recall_std", "igd_plus",
-            "unique_archs", "replay_seconds"]
+            "trials_to_front", "epochs_total", "hv_ratio", "recall_exact", "recall_std",
+            "igd_plus", "unique_archs", "replay_seconds"]
     lines = ["| " + " | ".join(c for c, _ in cols) + " |",
              "|" + "|".join("---" for _ in cols) + "|"]
     for name, s in summary.items():
