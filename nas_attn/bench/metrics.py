@@ -129,26 +129,38 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra @ rb) / denom if denom > 0 else 0.0
 
 
-def rank_correlation_by_epoch(table: Table) -> np.ndarray:
+def rho_by_epoch(acc: np.ndarray) -> np.ndarray:
     """Spearman correlation, across architectures, between the accuracy after each epoch and
-    the final accuracy of the same training, averaged over seeds: ``(epochs,)``.
+    the final accuracy of the same training, averaged over seeds. ``acc``: (archs, seeds,
+    epochs) curves; returns ``(epochs,)``."""
+    _, n_seeds, n_epochs = acc.shape
+    return np.array([np.mean([spearman(acc[:, s, e], acc[:, s, -1]) for s in range(n_seeds)])
+                     for e in range(n_epochs)])
+
+
+def seed_rho(acc: np.ndarray) -> float:
+    """Spearman's rho, across architectures, between two seeds' final accuracies, averaged
+    over the pairs of seeds (NaN with one seed). ``acc``: (archs, seeds, epochs) curves."""
+    n = acc.shape[1]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return float("nan")
+    final = acc[:, :, -1]
+    return float(np.mean([spearman(final[:, i], final[:, j]) for i, j in pairs]))
+
+
+def rank_correlation_by_epoch(table: Table) -> np.ndarray:
+    """:func:`rho_by_epoch` of the table's curves: ``(epochs,)``.
 
     How well a rung at epoch ``e`` can rank architectures is bounded by entry ``e - 1``: it
     explains what early stopping can and cannot save on a table."""
-    return np.array([np.mean([spearman(table.acc[:, s, e], table.acc[:, s, -1])
-                              for s in range(table.n_seeds)]) for e in range(table.epochs)])
+    return rho_by_epoch(table.acc)
 
 
 def seed_rank_correlation(table: Table) -> float:
-    """Spearman's rho, across architectures, between two seeds' final accuracies, averaged
-    over the pairs of seeds (NaN with one seed).
+    """:func:`seed_rho` of the table's curves.
 
     Whether the table ranks architectures at all: near 0, the differences between them are
     seed noise, its "true front" is a draw, and no sampler or stopping rule can beat random
     search on it."""
-    n = table.n_seeds
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    if not pairs:
-        return float("nan")
-    final = table.acc[:, :, -1]
-    return float(np.mean([spearman(final[:, i], final[:, j]) for i, j in pairs]))
+    return seed_rho(table.acc)
