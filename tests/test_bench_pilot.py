@@ -56,3 +56,13 @@ def test_cut_down_pilot_writes_curves(tmp_path):
         acc = np.array(r["acc"])
         assert acc.shape == (2, 2, 1) and ((acc >= 0) & (acc <= 1)).all()
         assert r["space_size"] == 343 and r["train"]["epochs"] == 1
+
+
+def test_regimes_reproduce_the_recorded_pilot_and_sgd_is_the_shipped_recipe():
+    # the recorded pilot (benchmarks/tabular/data/pilot_regimes.json) ran these exact settings
+    recorded = json.loads((SCRIPT.parent / "data" / "pilot_regimes.json").read_text())["regimes"]
+    for name, r in recorded.items():
+        _, data, train = pilot.regime_settings(name)
+        assert (data, train) == (r["data"], r["train"]), name
+    _, data, train = pilot.regime_settings("sgd")
+    assert TrainConfig(**train) == TrainConfig(**gen.TABLE_TRAIN) and data == gen.TABLE_DATA
