@@ -120,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     t_run = time.time()
     if not setup.propose.pairs:
         print("every (architecture, seed) pair is trained already", flush=True)
-    elif args.resume:
-        summary = runner.resume_run(run_dir, quiet=True, num_cpus=args.num_cpus,
-                                    setup_factory=lambda _info, _dir: setup)
     else:
-        summary = runner.run_search(setup, out=run_dir, quiet=True, num_cpus=args.num_cpus)
-    run_s = time.time() - t_run
-    if setup.propose.pairs:
+        if args.resume:
+            summary = runner.resume_run(run_dir, quiet=True, num_cpus=args.num_cpus,
+                                        setup_factory=lambda _info, _dir: setup)
+        else:
+            summary = runner.run_search(setup, out=run_dir, quiet=True,
+                                        num_cpus=args.num_cpus)
         print(f"runner: {summary.status}, {summary.complete} complete, {summary.failed} "
-              f"failed, {run_s:.0f}s", flush=True)
+              f"failed, {time.time() - t_run:.0f}s", flush=True)
+    run_s = time.time() - t_run
 
     import optuna
 
