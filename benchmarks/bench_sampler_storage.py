@@ -1,11 +1,12 @@
 """Sampler + storage time per trial as a study grows: trial 1,000 against trial 100.
 
 What the search driver does per proposal, without Ray and without training: ``study.ask()``
-with the runner's TPE sampler (``make_sampler("tpe")``: multivariate, multi-objective: accuracy max, FLOPs min), ``space.suggest(trial)`` on
-the real search space of ``search_spaces/quickstart.yaml``, the spec hash, the user attrs the
-searcher writes (run id, spec hash, spec JSON, flops, params) and ``study.tell`` with values
-from a synthetic objective (a fixed function of the spec hash), all against an SQLite
-``RDBStorage`` opened exactly as the runner opens it. FLOPs are not counted with fvcore (that
+with the runner's TPE sampler (``make_sampler("tpe")``: multivariate; multi-objective:
+accuracy max, FLOPs min), ``space.suggest(trial)`` on the real search space of
+``search_spaces/quickstart.yaml``, the spec hash, the user attrs the searcher writes (run id,
+spec hash, spec JSON, flops, params) and ``study.tell`` with values from a synthetic objective
+(a fixed function of the spec hash), all against an SQLite ``RDBStorage`` opened exactly as
+the runner opens it. FLOPs are not counted with fvcore (that
 is the cost model, not the sampler); a deterministic stand-in is used.
 
 Reported: the median time per trial over a window of trials around trial 100 and around trial

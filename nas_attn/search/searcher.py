@@ -122,8 +122,6 @@ class _Pending:
     curve: dict[str, list[float]] = field(default_factory=dict)  # "<epoch>": [accuracy, cost]
 
 
-
-
 class TrialBookkeeping(Searcher):
     """What every nas-attn Ray searcher does with a trial it handed out: keep its results, tell
     Optuna the outcome when Ray completes it, wait for the failure reason the runner's error
