@@ -65,6 +65,37 @@ def test_fingerprint_differences_name_the_changed_settings():
     assert fp.fingerprint_hash(a) == fp.fingerprint_hash(dict(reversed(a.items())))
 
 
+def test_open_study_waits_for_a_concurrent_creators_fingerprint(tmp_path):
+    """A driver that loads a study between another driver's create_study and its fingerprint
+    (the race a shared PostgreSQL study hit in CI) waits for it instead of refusing."""
+    import threading
+
+    from nas_attn.search.runner import open_study
+    from nas_attn.search.setup import synthetic_setup
+
+    setup = synthetic_setup(SyntheticProblem(choices=5, epochs=1), "race")
+    storage = st.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    created = optuna.create_study(study_name="race", storage=storage,
+                                  directions=setup.directions)  # no fingerprint yet
+    timer = threading.Timer(0.5, created.set_user_attr, (fp.ATTR, dict(setup.fingerprint)))
+    timer.start()
+    try:
+        study = open_study(storage, setup, sampler=None, wait_s=20)
+    finally:
+        timer.join()
+    assert study.user_attrs[fp.ATTR] == dict(setup.fingerprint)
+
+    # a foreign study stays refused: empty ones after the wait, ones with trials at once
+    optuna.create_study(study_name="foreign", storage=storage, directions=setup.directions)
+    foreign = synthetic_setup(SyntheticProblem(choices=5, epochs=1), "foreign")
+    with pytest.raises(ConfigError, match="not created by nas-attn"):
+        open_study(storage, foreign, sampler=None, wait_s=0.3)
+    optuna.load_study(study_name="foreign", storage=storage).add_trial(
+        optuna.trial.create_trial(values=[0.5, 1.0], state=TrialState.COMPLETE))
+    with pytest.raises(ConfigError, match="not created by nas-attn"):
+        open_study(storage, foreign, sampler=None, wait_s=600)
+
+
 def test_storage_url_redaction_and_validation():
     url = "postgresql://alice:s3cret@db.example:5432/nas"
     assert st.redact(url) == "postgresql://alice:***@db.example:5432/nas"

@@ -62,8 +62,33 @@ class RunSummary:
 # -- Optuna -----------------------------------------------------------------------------------
 
 
-def open_study(storage: Any, setup: SearchSetup, sampler: Any) -> Any:
-    """Load the study (refusing another setup's fingerprint) or create it."""
+FINGERPRINT_WAIT_S = 10.0  # how long a study without a fingerprint may still be in creation
+
+
+def _stored_fingerprint(study: Any, wait_s: float) -> Any:
+    """The study's fingerprint, waiting up to ``wait_s`` while the study is empty and has none.
+
+    Optuna cannot create a study and set its user attrs in one transaction, so a driver that
+    loads a study another driver has just created may see it before its fingerprint. An empty
+    study without one is given ``wait_s`` to receive it; a study with trials is not waited on.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        stored = study.user_attrs.get(fp.ATTR)
+        if stored is not None or time.monotonic() >= deadline:
+            return stored
+        if study.get_trials(deepcopy=False):
+            return None
+        time.sleep(0.2)
+
+
+def open_study(storage: Any, setup: SearchSetup, sampler: Any,
+               wait_s: float = FINGERPRINT_WAIT_S) -> Any:
+    """Load the study (refusing another setup's fingerprint) or create it.
+
+    The fingerprint is set first, right after creation; a concurrent driver that loads the
+    study in between waits for it (``_stored_fingerprint``) instead of refusing the study.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,8 +104,7 @@ def open_study(storage: Any, setup: SearchSetup, sampler: Any) -> Any:
             return study
         except optuna.exceptions.DuplicatedStudyError:  # another driver was faster
             study = optuna.load_study(study_name=setup.name, storage=storage, sampler=sampler)
-    stored = study.user_attrs.get(fp.ATTR)
-    fp.check_compatible(setup.name, stored, setup.fingerprint)
+    fp.check_compatible(setup.name, _stored_fingerprint(study, wait_s), setup.fingerprint)
     return study
 
 
