@@ -8,6 +8,11 @@ arXiv 1512.00567) and gradient-norm clipping. Weight decay applies to every para
 the original CIFAR ResNet recipe). The last incomplete training batch of an epoch is dropped
 (each epoch draws a fresh permutation, so every image is still used).
 
+Resuming: ``on_state`` receives the full training state (:mod:`nas_attn.train_state`) after
+each epoch listed in ``save_state_at``, before the callback; ``resume_state`` continues a
+training from such a state, bit for bit where the device is deterministic (CPU), as if it had
+never stopped. The search runner uses the pair to promote stopped trials.
+
 Lean by design: data stay resident (on the GPU when one is used), augmentation runs on whole
 batches, and the loss is read back to the host only every ``_CHECK_EVERY`` steps to detect a
 non-finite value; everything else stays on the device until the epoch ends.
@@ -20,7 +25,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -293,6 +298,9 @@ def train_spec(
     callback: Callback | None = None,
     *,
     evaluate_test: bool = False,
+    resume_state: Mapping[str, Any] | None = None,
+    save_state_at: Collection[int] = (),
+    on_state: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Build ``spec`` and train it on ``data``; see the module docstring for the recipe.
 
@@ -300,6 +308,12 @@ def train_spec(
     (``stopped_early=True``). The test split is evaluated only with ``evaluate_test=True``
     (searches select on validation). Raises ConfigError for a spec that does not fit the data,
     NonFiniteLossError for a NaN/inf loss, OutOfMemoryError for a CUDA OOM.
+
+    ``on_state(state)`` is called after each epoch in ``save_state_at`` (before the
+    callback; never after the last epoch) with the state to resume from; it must write or copy
+    it at once (the tensors are the live ones). ``resume_state`` (such a state, e.g. read by
+    :func:`nas_attn.train_state.load_state`) starts after the epoch it was saved at; a state
+    saved with another recipe or training-set size raises ConfigError naming the difference.
     """
     import torch
 
@@ -313,7 +327,8 @@ def train_spec(
     cfg = _check_cuda_only(cfg, device)
     try:
         with _runtime(cfg, device):
-            return _train(canon, data, cfg, device, callback, evaluate_test)
+            return _train(canon, data, cfg, device, callback, evaluate_test,
+                          resume_state, frozenset(int(e) for e in save_state_at), on_state)
     except torch.cuda.OutOfMemoryError as e:
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -321,7 +336,9 @@ def train_spec(
 
 
 def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch.device,
-           callback: Callback | None, evaluate_test: bool) -> TrainResult:
+           callback: Callback | None, evaluate_test: bool,
+           resume_state: Mapping[str, Any] | None = None, save_state_at: frozenset[int] = frozenset(),
+           on_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     import torch
     import torch.nn.functional as F
 
@@ -344,9 +361,13 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
     gen = torch.Generator(device=x_train.device).manual_seed(cfg.seed)
     on_device = x_train.device == device
     history: list[EpochResult] = []
-    stopped, step = False, 0
+    stopped, step, start_epoch = False, 0, 0
     t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    if resume_state is not None:
+        start_epoch, step = _restore(resume_state, cfg, steps_per_epoch, model, opt, scaler, gen,
+                                     device, history)
+        t_start -= history[-1].elapsed_s if history else 0.0
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=x_train.device)
@@ -394,6 +415,9 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
         res = EpochResult(epoch, train_loss, val_acc, val_loss, time.perf_counter() - t_start,
                           steps_per_epoch * bs / max(train_s, 1e-9))
         history.append(res)
+        if on_state is not None and epoch in save_state_at and epoch < cfg.epochs:
+            on_state(_snapshot(cfg, epoch, step, steps_per_epoch, model, opt, scaler, gen,
+                               device, history))
         if callback is not None and callback(res) is False:
             stopped = epoch < cfg.epochs
             break
@@ -415,3 +439,44 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
         spec=canon,
         num_params=num_params,
     )
+
+
+def _snapshot(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int, model: nn.Module,
+              opt: Any, scaler: Any, gen: torch.Generator, device: torch.device,
+              history: list[EpochResult]) -> dict[str, Any]:
+    """The state after ``epoch`` (format: :mod:`nas_attn.train_state`)."""
+    import torch
+
+    from nas_attn import train_state
+
+    return {
+        "format": train_state.FORMAT, "version": train_state.VERSION,
+        "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch,
+        "recipe": train_state.recipe(cfg),
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "generator": gen.get_state(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "history": [vars(e) for e in history],
+    }
+
+
+def _restore(state: Mapping[str, Any], cfg: TrainConfig, steps_per_epoch: int, model: nn.Module,
+             opt: Any, scaler: Any, gen: torch.Generator, device: torch.device,
+             history: list[EpochResult]) -> tuple[int, int]:
+    """Load a :func:`_snapshot` into the live objects; returns (epoch, step) to go on from."""
+    import torch
+
+    from nas_attn.train_state import check_resumable
+
+    epoch = check_resumable(state, cfg, steps_per_epoch)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    history.extend(EpochResult(**e) for e in state["history"])
+    return epoch, int(state["step"])

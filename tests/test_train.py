@@ -83,6 +83,56 @@ def test_callback_false_stops_training(synthetic):
     assert r.test_accuracy is None  # only when asked
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_from_a_saved_state_equals_training_straight_through(synthetic, tmp_path,
+                                                                   optimizer):
+    """Stopped after epoch 2 with its state saved, then resumed from the file: the same
+    epochs and weights as one uninterrupted run (warm-up and cosine schedule included)."""
+    from nas_attn.train_state import load_state, save_state
+
+    spec = {**SMALL_NET, "stages": [{"attention": "se"}, None, None]}
+    cfg = _cfg(epochs=4, seed=3, optimizer=optimizer, warmup_epochs=1.0, nesterov=False)
+    straight = train_spec(spec, synthetic, cfg)
+    path = tmp_path / "state.pt"
+    saved: list[int] = []
+
+    def keep(state):
+        saved.append(state["epoch"])
+        save_state(state, path)
+
+    first = train_spec(spec, synthetic, cfg, lambda e: e.epoch < 2, save_state_at=(1, 2, 4),
+                       on_state=keep)
+    assert first.stopped_early and saved == [1, 2]  # never after the last epoch
+    torch.manual_seed(99)  # the caller's RNG must not matter: the state carries its own
+    resumed = train_spec(spec, synthetic, cfg, resume_state=load_state(path))
+    key = [(e.epoch, e.train_loss, e.val_loss, e.val_accuracy) for e in straight.epochs]
+    assert [(e.epoch, e.train_loss, e.val_loss, e.val_accuracy) for e in resumed.epochs] == key
+    assert resumed.epochs_trained == 4 and not resumed.stopped_early
+    for p, q in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(p, q)
+
+
+def test_resume_refuses_another_recipe_or_data_size(synthetic, tmp_path):
+    from nas_attn.train_state import load_state, save_state
+
+    states: list[dict] = []
+    train_spec(SMALL_NET, synthetic, _cfg(epochs=3), save_state_at=(1,),
+               on_state=lambda s: states.append(save_state(s, tmp_path / "s.pt")))
+    state = load_state(states[0])
+    with pytest.raises(ConfigError, match=r"train\.lr: saved 0\.05, now 0\.1"):
+        train_spec(SMALL_NET, synthetic, _cfg(epochs=3, lr=0.1), resume_state=state)
+    smaller = load_dataset({"name": "synthetic", "image_size": 8, "train_size": 64,
+                            "val_size": 64, "test_size": 32, "signal": 0.5})
+    with pytest.raises(ConfigError, match="steps_per_epoch"):
+        train_spec(SMALL_NET, smaller, _cfg(epochs=3), resume_state=state)
+    # threads and device do not change the trajectory: allowed
+    train_spec(SMALL_NET, synthetic, _cfg(epochs=3, threads=1), resume_state=state)
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    with pytest.raises(ConfigError, match="resume_state"):
+        load_state(tmp_path / "junk.pt")
+
+
 def test_nonfinite_loss_raises(synthetic):
     with pytest.raises(NonFiniteLossError) as e:
         train_spec(SMALL_NET, synthetic, _cfg(lr=1e30, epochs=3, weight_decay=0.0))
