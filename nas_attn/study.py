@@ -67,9 +67,11 @@ class EarlyStopping:
     grace_epochs: int = 1
     tie_break: str = "crowding"
     min_trials_at_rung: int | None = None
+    promote: bool = False  # resume a stopped architecture when it is proposed again
 
     def __post_init__(self) -> None:
         _check_bool(self.enabled, "early_stopping.enabled")
+        _check_bool(self.promote, "early_stopping.promote")
         _check_int(self.eta, "early_stopping.eta", 2)
         _check_int(self.grace_epochs, "early_stopping.grace_epochs", 1)
         if self.tie_break not in TIE_BREAKS:

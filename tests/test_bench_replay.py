@@ -122,8 +122,9 @@ def test_promotion_resumes_pruned_architectures_without_paying_twice():
     t = product_table(epochs=4)
     cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2
     plain = replay_once(t, Method("random", cfg), 60, rep=3)
-    run = replay_once(t, Method("random", cfg, promote=True), 60, rep=3)
-    assert Method("random", cfg, promote=True).name == "random+es+promote"
+    promoting = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1, promote=True)
+    run = replay_once(t, Method("random", promoting), 60, rep=3)
+    assert Method("random", promoting).name == "random+es+promote"
     paid = np.zeros(t.n_archs, dtype=int)
     first_seed: dict[int, int] = {}
     promoted = 0
@@ -141,8 +142,8 @@ def test_promotion_resumes_pruned_architectures_without_paying_twice():
              {int(a) for a, d in zip(plain.archs[:k], plain.complete[:k], strict=True)
               if not d}]
     assert again and all(plain.epochs[k] == 0 and not plain.complete[k] for k in again)
-    with pytest.raises(ConfigError, match="promote"):
-        Method("random", promote=True)
+    off = HalvingConfig(max_epochs=4, enabled=False, promote=True)
+    assert not Method("random", off).promote  # no stopping, nothing to promote
 
 
 def test_replay_many_and_summary():

@@ -42,6 +42,19 @@ def test_stops_dominated_trial_at_rung_and_front_runs_to_max():
     assert sched.choose_trial_to_run(_FakeController([g2])) is g2  # FIFO base class
 
 
+def test_a_promoted_trial_passes_the_rungs_it_resumed_after():
+    sched = ParetoHalvingScheduler(HalvingConfig(max_epochs=9, min_trials_at_rung=1))  # 1, 3
+    good, bad = _trial("good"), _trial("bad")
+    assert sched.on_trial_result(None, good, _res(1, 0.9, 1.0)) == CONT
+    assert sched.on_trial_result(None, bad, _res(1, 0.2, 2.0)) == STOP
+    promoted = Trial("__fake", stub=True, trial_id="promoted", config={"resume_epoch": 1})
+    # epoch 2 falls under rung 1, which the stopped trial already had decided: not again
+    assert sched.on_trial_result(None, promoted, _res(2, 0.1, 2.0)) == CONT
+    assert [row[0] for row in sched.halving.rung_table[1]] == ["good", "bad"]
+    assert sched.on_trial_result(None, good, _res(3, 0.95, 1.0)) == CONT
+    assert sched.on_trial_result(None, promoted, _res(3, 0.3, 2.0)) == STOP  # rung 3 decides
+
+
 class _FakeController:
     """Only ``get_trials`` is used by FIFOScheduler.choose_trial_to_run."""
 

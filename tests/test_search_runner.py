@@ -74,6 +74,55 @@ def test_early_stopping_prunes_and_pruned_never_enter_the_front(tmp_path):
         assert last[0] == acc and last[1] == t.user_attrs["flops"]
 
 
+def test_promotion_resumes_a_stopped_architecture_when_it_is_proposed_again(tmp_path):
+    """early_stopping.promote: a re-proposed PRUNED architecture trains on from its rung (new
+    trial, ``promoted_from``), is decided only at later rungs, and no architecture pays for
+    the same epoch twice; once one has trained in full, its duplicates reuse the full result."""
+    from collections import defaultdict
+
+    import nas_attn
+    from nas_attn.search.synthetic import quality
+
+    problem = SyntheticProblem(choices=6, epochs=4)
+    setup = synthetic_setup(problem, "promote", SearchOptions(
+        trials=30, sampler="random", seed=2, max_concurrent=1),
+        early_stopping={"enabled": True, "eta": 2, "grace_epochs": 1, "min_trials_at_rung": 1,
+                        "promote": True})
+    s = run_search(setup, out=tmp_path / "run", quiet=True, num_cpus=2)
+    assert s.finished == 30
+    trials = sorted(nas_attn.load_run(tmp_path / "run").study.trials, key=lambda t: t.number)
+    by_number = {t.number: t for t in trials}
+    promoted = [t for t in trials if "promoted_from" in t.user_attrs]
+    assert promoted, "30 trials over 6 architectures with stopping and no promotion at all"
+    paid: dict[str, int] = defaultdict(int)
+    for t in trials:
+        a = t.user_attrs
+        if a.get("reused") or "spec_hash" not in a:
+            continue
+        start = a.get("resume_epoch", 0)
+        paid[a["spec_hash"]] += a["epochs_trained"] - start
+        assert paid[a["spec_hash"]] <= 4, f"trial {t.number} paid for epochs twice"
+        curve = a["intermediate"]
+        assert sorted(map(int, curve)) == list(range(1, a["epochs_trained"] + 1))
+        if start:
+            earlier = by_number[a["promoted_from"]]
+            assert earlier.state.name == "PRUNED" and start == earlier.user_attrs["epochs_trained"]
+            assert earlier.user_attrs["spec_hash"] == a["spec_hash"]
+            assert all(curve[k] == v for k, v in earlier.user_attrs["intermediate"].items())
+        if t.state.name == "COMPLETE":
+            x = int(t.params["x"])
+            assert t.values[0] == pytest.approx(quality(x) * (1 - 0.5 ** 4))
+    assert any(t.state.name == "COMPLETE" for t in promoted)
+    # after an architecture trained in full, every later proposal of it reuses that result
+    full: dict[str, int] = {}
+    for t in trials:
+        h = t.user_attrs.get("spec_hash")
+        if h in full:
+            assert t.user_attrs.get("reused") and t.state.name == "COMPLETE", t.number
+        elif t.state.name == "COMPLETE":
+            full[h] = t.number
+
+
 def test_fingerprint_mismatch_refused_and_identical_rerun_continues(tmp_path):
     import json
 

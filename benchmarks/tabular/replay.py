@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                         "named SAMPLER+es, the others SAMPLER+es(eta,grace)")
     p.add_argument("--promote", action="store_true",
                    help="also replay each early-stopping setting with promotion of re-proposed "
-                        "pruned architectures (a what-if: the runner does not promote)")
+                        "pruned architectures (early_stopping.promote: true in a study)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="write the summary and targets here")
     p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = [Method(s) for s in args.samplers]
     methods += [Method(s, cfg, tag) for cfg, tag in configs for s in args.samplers]
     if args.promote:
-        methods += [Method(s, cfg, tag, promote=True) for cfg, tag in configs
+        methods += [Method(s, replace(cfg, promote=True), tag) for cfg, tag in configs
                     for s in args.samplers]
     t0 = time.perf_counter()
     runs = replay(table, methods, args.trials, args.reps, workers=args.workers)

@@ -20,11 +20,11 @@ FLOPs minimise; in-memory storage) through ask/tell, exactly as the runner's sea
 Trials run one after another (asynchronous halving with sequential arrivals); a real run
 with concurrent workers decides some trials earlier or later.
 
-``Method(..., promote=True)`` is a what-if the runner does not do (yet): a re-proposed PRUNED
-architecture is *promoted*, i.e. resumes the same training (same seed curve) after the rung it
-stopped at, goes through the later rungs again, and pays only the epochs it adds (ASHA's
-promotion, triggered by the sampler asking for the architecture again). Without it (the
-runner's behaviour) the re-proposal is told PRUNED again at no cost.
+With ``HalvingConfig(promote=True)`` (the study setting ``early_stopping.promote``) a
+re-proposed PRUNED architecture is *promoted*, as the runner does: it resumes the same training
+(same seed curve) after the rung it stopped at, goes through the later rungs again, and pays
+only the epochs it adds. Without it (the default) the re-proposal is told PRUNED again at no
+cost.
 """
 
 from __future__ import annotations
@@ -60,17 +60,19 @@ class Method:
     sampler: str
     halving: HalvingConfig | None = None
     tag: str = ""  # tells apart several early-stopping settings of one sampler
-    promote: bool = False  # a re-proposed PRUNED architecture resumes (see the module doc)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", self.sampler, "unknown sampler", SAMPLERS)
-        if self.promote and not self.early_stopping:
-            raise ConfigError("promote", True, "promotion needs early stopping (halving)")
 
     @property
     def early_stopping(self) -> bool:
         return self.halving is not None and self.halving.enabled
+
+    @property
+    def promote(self) -> bool:
+        """A re-proposed PRUNED architecture resumes (``halving.promote``, see the module doc)."""
+        return self.early_stopping and self.halving.promote
 
     @property
     def name(self) -> str:

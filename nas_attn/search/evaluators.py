@@ -11,6 +11,15 @@ retraining. ``keep_checkpoints: false`` in the evaluator settings turns this off
 atomic (temporary file + rename) and a failure to write only logs a warning: a full disk must
 not turn a trained trial into a failed one (export then retrains it). Cost: one safetensors
 write of the state dict per COMPLETE trial, after the last report.
+
+Promotion (``early_stopping.promote``): at each rung epoch (``save_state_at``) the full
+training state (weights, optimiser, schedule position, RNG; :mod:`nas_attn.train_state`) is
+written to ``RUN_DIR/states/<spec_hash>-s<seed>.state.pt`` before the epoch is reported, so a
+trial the rung stops leaves the state of that rung behind. A promoted trial
+(``resume_epoch`` > 0) loads it and trains on; when the file is missing (a worker on another
+node) or holds another epoch, it retrains the first ``resume_epoch`` epochs without reporting
+them, which gives the same curve with the fixed seed. A trial that trains its full budget
+deletes its state file. Writing or reading a state never fails a trial (a warning is logged).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.search.fingerprint import canonical_json
-from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name, worker_cache
+from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name, state_name, worker_cache
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "nas-attn-checkpoint"
@@ -69,6 +78,38 @@ def _keep(result: Any, spec_hash: str | None, checkpoint_dir: str | None, seed: 
         log.warning("could not keep the checkpoint %s: %s: %s", path, type(e).__name__, e)
 
 
+def _state_file(trial: Mapping[str, Any], seed: int) -> Path | None:
+    if not trial.get("state_dir") or not trial.get("spec_hash"):
+        return None
+    return Path(trial["state_dir"]) / state_name(trial["spec_hash"], seed)
+
+
+def _resume_state(path: Path | None, epoch: int) -> dict[str, Any] | None:
+    """The state saved after ``epoch`` at ``path``, or None (then the trial retrains)."""
+    from nas_attn.train_state import load_state
+
+    if not epoch or path is None or not path.is_file():
+        return None
+    try:
+        state = load_state(path)
+    except Exception as e:
+        log.warning("cannot resume from %s (%s); retraining its first %d epochs", path, e, epoch)
+        return None
+    if int(state.get("epoch", -1)) != epoch:
+        log.warning("%s holds epoch %s, not %d; retraining", path, state.get("epoch"), epoch)
+        return None
+    return state
+
+
+def _write_state(path: Path, state: Mapping[str, Any]) -> None:
+    from nas_attn.train_state import save_state
+
+    try:
+        save_state(state, path)
+    except Exception as e:  # never fail a trial over its resumable state
+        log.warning("could not keep the training state %s: %s: %s", path, type(e).__name__, e)
+
+
 def train_and_report(spec: dict, settings: dict,
                      report_epoch: Callable[[Mapping[str, Any]], None]) -> None:
     """Train with the study's data and training settings, reporting every epoch. With
@@ -85,8 +126,13 @@ def train_and_report(spec: dict, settings: dict,
     cfg = TrainConfig(**train)
     with_test = bool(settings.get("evaluate_test", False))
     last: dict[str, Any] = {}
+    trial = dict(settings.get(TRIAL_KEY) or {})
+    start = int(trial.get("resume_epoch") or 0)
+    state_path = _state_file(trial, cfg.seed)
 
     def callback(r: Any) -> bool:
+        if r.epoch <= start:  # retrained because the state was not there: reported already
+            return True
         metrics = {"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
                    "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
                    "images_per_s": r.images_per_s}
@@ -96,9 +142,14 @@ def train_and_report(spec: dict, settings: dict,
             report_epoch(metrics)
         return True
 
-    result = train_spec(spec, bundle, cfg, callback, evaluate_test=with_test)
+    result = train_spec(
+        spec, bundle, cfg, callback, evaluate_test=with_test,
+        resume_state=_resume_state(state_path, start),
+        save_state_at=trial.get("save_state_at") or () if state_path else (),
+        on_state=(lambda st: _write_state(state_path, st)) if state_path else None)
     if with_test:
         report_epoch({**last, "test_accuracy": result.test_accuracy})
-    trial = dict(settings.get(TRIAL_KEY) or {})
+    if state_path is not None and not result.stopped_early:
+        state_path.unlink(missing_ok=True)
     if settings.get("keep_checkpoints", True):
         _keep(result, trial.get("spec_hash"), trial.get("checkpoint_dir"), cfg.seed)

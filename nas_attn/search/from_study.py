@@ -95,9 +95,12 @@ def space_limits(space: Any) -> dict[str, float]:
 
 
 def _halving_fields(es: Any) -> dict[str, Any]:
-    d = dict(es.to_dict())
-    keep = ("enabled", "eta", "grace_epochs", "tie_break", "min_trials_at_rung")
-    return {k: v for k, v in d.items() if k in keep}
+    """The study's early-stopping settings as HalvingConfig fields (``max_epochs`` comes from
+    ``train.epochs``)."""
+    from nas_attn.search.pruning import HalvingConfig
+
+    keep = set(HalvingConfig.__dataclass_fields__) - {"max_epochs"}
+    return {k: v for k, v in dict(es.to_dict()).items() if k in keep}
 
 
 def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | SearchOptions

@@ -24,6 +24,11 @@ Rules (decided here, documented in docs/early-stopping.md)
 - A report is placed at the highest rung at or below its epoch; a rung the trial skipped
   (epochs reported sparsely) gets no entry for it, like Ray's ASHA. Reports between rungs
   and at or after the last rung go on (training ends at ``max_epochs`` by itself).
+- Promotion (``promote: true``, carried out by the searcher and the trainable): when the
+  sampler proposes a stopped architecture again, a new trial resumes its training after the
+  rung it was stopped at. That trial reports with ``start_epoch`` = that rung: rungs at or
+  below it are passed (its row from the first trial stays in their tables), the later ones
+  decide as for any trial.
 """
 
 from __future__ import annotations
@@ -69,8 +74,13 @@ class HalvingConfig:
     grace_epochs: int = 1
     tie_break: Literal["crowding", "hypervolume"] = "crowding"
     min_trials_at_rung: int | None = None
+    promote: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.promote, bool):
+            raise ConfigError(
+                "early_stopping.promote", self.promote, "must be a boolean", [True, False]
+            )
         if not isinstance(self.enabled, bool):
             raise ConfigError(
                 "early_stopping.enabled", self.enabled, "must be a boolean", [True, False]
@@ -208,13 +218,20 @@ class ParetoHalving:
         self.decisions: dict[tuple[Hashable, int], str] = {}
         self.stopped: dict[Hashable, int] = {}  # trial id -> rung epoch it was stopped at
 
-    def report(self, trial_id: Hashable, epoch: int, accuracy: float, flops: float) -> str:
-        """Record the trial's (accuracy, flops) after ``epoch`` epochs and decide."""
-        return self.report_values(trial_id, epoch, (accuracy, flops))
+    def report(self, trial_id: Hashable, epoch: int, accuracy: float, flops: float,
+               start_epoch: int = 0) -> str:
+        """Record the trial's (accuracy, flops) after ``epoch`` epochs and decide.
 
-    def report_values(self, trial_id: Hashable, epoch: int, values: Sequence[float]) -> str:
+        ``start_epoch``: a promoted trial resumed after that epoch; rungs at or below it were
+        decided for the trial it resumes and are passed (``continue``, nothing recorded).
+        """
+        return self.report_values(trial_id, epoch, (accuracy, flops), start_epoch)
+
+    def report_values(self, trial_id: Hashable, epoch: int, values: Sequence[float],
+                      start_epoch: int = 0) -> str:
         """Like :meth:`report` for any objective vector matching ``directions``."""
         _int_field("epoch", epoch, 0)
+        _int_field("start_epoch", start_epoch, 0)
         values = tuple(float(v) for v in values)
         _to_min([values], self.directions, "values", finite=True)
         if trial_id in self.stopped:
@@ -222,7 +239,7 @@ class ParetoHalving:
         if not self.config.enabled:
             return CONTINUE
         rung = self._rung_for(epoch)
-        if rung is None:
+        if rung is None or rung <= start_epoch:
             return CONTINUE
         key = (trial_id, rung)
         if key in self.decisions:

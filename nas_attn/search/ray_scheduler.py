@@ -17,6 +17,9 @@ Details
   weights after the last report; a ``STOP`` there would kill it first). A result *beyond*
   ``max_epochs`` returns ``STOP``, so a trainable that trains longer is cut; neither is listed
   in ``stopped``.
+- A promoted trial (its config carries ``resume_epoch``, set by the searcher) is reported
+  with that ``start_epoch``: the rungs it already passed as an earlier trial are not decided
+  again.
 - ``stopped`` maps trial id -> rung epoch for the trials this scheduler pruned.
 - ``save``/``restore`` write/read the decision state as JSON, so a restored experiment keeps
   its rung tables.
@@ -91,7 +94,8 @@ class ParetoHalvingScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         if int(epoch) > self.config.max_epochs:
             return TrialScheduler.STOP
-        decision = self.halving.report(trial.trial_id, int(epoch), acc, cost)
+        start = int((trial.config or {}).get("resume_epoch") or 0)
+        decision = self.halving.report(trial.trial_id, int(epoch), acc, cost, start)
         if decision == STOP:
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -2,7 +2,8 @@
 
 The trials table has one row per Optuna trial: ``number``, ``run_id``, ``state``,
 ``fail_reason``, ``fail_message``, ``counts`` (toward the requested trials), ``spec_hash``,
-``reused``/``reused_from``, one column per objective (accuracy for COMPLETE trials only; never NaN
+``reused``/``reused_from``, ``promoted_from``/``resume_epoch`` (a promoted trial: the stopped
+trial it resumed and the epoch it resumed after), one column per objective (accuracy for COMPLETE trials only; never NaN
 told to Optuna), the costs computed before training (``flops``, ``params``..., for every
 proposed trial), ``epochs_trained``,
 ``last_accuracy``, one ``choice.<param>`` column per sampled choice (per-stage choices), the
@@ -25,8 +26,8 @@ from nas_attn.errors import ConfigError
 CRITERIA = ("max-accuracy", "min-flops", "knee")
 COSTS = ("flops", "params", "latency_ms")
 _ATTRS = ("run_id", "fail_reason", "fail_message", "counts", "spec_hash", "reused",
-          "reused_from", "epochs_trained", "last_accuracy", "train_seconds", "images_per_s",
-          "node_id", "node_ip")
+          "reused_from", "promoted_from", "resume_epoch", "epochs_trained", "last_accuracy",
+          "train_seconds", "images_per_s", "node_id", "node_ip")
 
 
 def trials_frame(study: Any) -> Any:

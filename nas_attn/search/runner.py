@@ -146,16 +146,16 @@ class SharedDone:
             return self.seen.get(spec_hash, default)
         from optuna.trial import TrialState
 
-        from nas_attn.search.searcher import reusable
+        from nas_attn.search.searcher import remember, reusable
 
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         for t in self.study.get_trials(deepcopy=False, states=done):
             if reusable(t) and not t.user_attrs.get("reused"):
-                self.seen.setdefault(t.user_attrs["spec_hash"], t)
+                remember(self.seen, t.user_attrs["spec_hash"], t)
         return self.seen.get(spec_hash, default)
 
-    def setdefault(self, spec_hash: str, trial: Any) -> Any:
-        return self.seen.setdefault(spec_hash, trial)
+    def __setitem__(self, spec_hash: str, trial: Any) -> None:
+        self.seen[spec_hash] = trial
 
     def __contains__(self, spec_hash: object) -> bool:
         return spec_hash in self.seen
@@ -333,20 +333,28 @@ def _max_concurrent(options: SearchOptions) -> int:
     return by_cpu
 
 
+def _halving(setup: SearchSetup) -> Any:
+    """The early-stopping rule of ``setup``, or None when there is none (disabled, or no
+    accuracy and cost objective to rank by)."""
+    es = dict(setup.early_stopping)
+    names = {o.name for o in setup.objectives}
+    if not es or not es.get("enabled", True) or "val_accuracy" not in names or len(names) < 2:
+        return None
+    from nas_attn.search.pruning import HalvingConfig
+
+    return HalvingConfig.from_dict({**es, "max_epochs": setup.epochs})
+
+
 def _scheduler(setup: SearchSetup) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
-    es = dict(setup.early_stopping)
-    if not es or not es.get("enabled", True):
+    cfg = _halving(setup)
+    if cfg is None:
         return FIFOScheduler()
-    from nas_attn.search.pruning import HalvingConfig
     from nas_attn.search.ray_scheduler import ParetoHalvingScheduler
 
-    cost = next((o for o in setup.objectives if o.name != "val_accuracy"), None)
-    acc = next((o for o in setup.objectives if o.name == "val_accuracy"), None)
-    if cost is None or acc is None:
-        return FIFOScheduler()
-    cfg = HalvingConfig.from_dict({**es, "max_epochs": setup.epochs})
+    cost = next(o for o in setup.objectives if o.name != "val_accuracy")
+    acc = next(o for o in setup.objectives if o.name == "val_accuracy")
     return ParetoHalvingScheduler(cfg, metric="val_accuracy", cost_metric=cost.name,
                                   time_attr="epoch", directions=(acc.direction, cost.direction))
 
@@ -397,17 +405,23 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
     from ray import tune
 
     from nas_attn.search.searcher import AskTellSearcher
-    from nas_attn.search.trainable import CHECKPOINT_DIR, run_trial
+    from nas_attn.search.trainable import CHECKPOINT_DIR, STATE_DIR, run_trial
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own console reporter, silent below
     opts = setup.options
+    halving = _halving(setup)
+    promote = bool(halving is not None and halving.promote)
     searcher = AskTellSearcher(study, setup.propose, setup.objectives, setup.epochs, target,
-                               run_id, on_event=progress.event if progress else None)
+                               run_id, on_event=progress.event if progress else None,
+                               promote=promote)
     keep = setup.evaluate_settings.get("keep_checkpoints", True)
     settings = {"evaluator": setup.evaluator, "epochs": setup.epochs,
                 "checkpoint_dir": str((run_dir / CHECKPOINT_DIR).resolve()) if keep else None,
                 "cpus_per_trial": opts.cpus_per_trial,
                 "evaluate": {**setup.evaluate_settings, "cpus_per_trial": opts.cpus_per_trial}}
+    if promote:  # stopped trials keep their state at every rung (see evaluators.py)
+        settings.update(state_dir=str((run_dir / STATE_DIR).resolve()),
+                        save_state_at=halving.rungs())
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if not isinstance(searcher._done, SharedDone):

@@ -13,6 +13,11 @@ space -> canonical spec -> hash -> cost), then
 - same spec hash already evaluated in this study -> told with the earlier result, user attrs
   ``reused=True`` and ``reused_from``; counted, not trained;
 - same spec hash being trained right now -> parked and told when that trial ends;
+- with ``promote`` on (``early_stopping.promote``): same spec hash stopped early at a rung ->
+  handed to Ray as a *promoted* trial, ``resume_epoch`` = the epochs the stopped trial trained,
+  user attrs ``promoted_from`` and ``resume_epoch``; it resumes that training (see
+  :mod:`nas_attn.search.evaluators`) and is decided again only at later rungs. Once it ends,
+  later duplicates reuse its outcome (the record that trained furthest wins, :func:`remember`);
 - otherwise handed to Ray as a new trial.
 
 It returns ``FINISHED`` once ``target`` counted trials have been issued, so a run ends with
@@ -100,6 +105,25 @@ def reusable(trial: Any) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in REUSABLE_FAILS
 
 
+def record_rank(trial: Any) -> tuple[int, int]:
+    """How far a reusable trial got, to pick the one a duplicate reuses (pure): COMPLETE first,
+    then PRUNED or failed by the epochs they trained (a promotion trains further)."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return (2, 0)
+    epochs = trial.user_attrs.get("epochs_trained")
+    return (1, int(epochs) if isinstance(epochs, int | float) else 0)
+
+
+def remember(done: Any, spec_hash: str, trial: Any) -> None:
+    """Keep ``trial`` as the record of ``spec_hash`` unless ``done`` holds one that got further
+    (``done``: a dict, or the runner's shared table)."""
+    current = done.get(spec_hash) if spec_hash in done else None
+    if current is None or record_rank(trial) > record_rank(current):
+        done[spec_hash] = trial
+
+
 def outcome_of(trial: Any) -> Outcome:
     """The outcome a stored trial ended with (to reuse it for a duplicate architecture)."""
     from optuna.trial import TrialState
@@ -119,6 +143,7 @@ class _Pending:
     proposal: Proposal
     started: float
     last_result: Mapping[str, Any] | None = None
+    resume_epoch: int = 0  # > 0: a promoted trial
     curve: dict[str, list[float]] = field(default_factory=dict)  # "<epoch>": [accuracy, cost]
 
 
@@ -197,8 +222,10 @@ class AskTellSearcher(TrialBookkeeping):
 
     def __init__(self, study: Any, propose: Propose, objectives: Sequence[Objective],
                  epochs: int, target: int, run_id: str,
-                 on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
+                 promote: bool = False) -> None:
         super().__init__(on_event)
+        self.promote = promote
         self.study = study
         self.propose = propose
         self.objectives = tuple(objectives)
@@ -214,7 +241,7 @@ class AskTellSearcher(TrialBookkeeping):
         self._done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
         for t in study.get_trials(deepcopy=False):
             if reusable(t) and not t.user_attrs.get("reused"):
-                self._done.setdefault(t.user_attrs["spec_hash"], t)
+                remember(self._done, t.user_attrs["spec_hash"], t)
 
     # -- pickling: Ray pickles the searcher for Tuner.restore, which nas-attn never uses -----
 
@@ -260,23 +287,43 @@ class AskTellSearcher(TrialBookkeeping):
             self.issued += 1
             self._consecutive_skips = 0
             earlier = self._done.get(proposal.spec_hash)
-            if earlier is not None:
+            resume = self._resume_epoch(earlier)
+            if earlier is not None and not resume:
                 self._reuse(trial, proposal, earlier)
                 continue
             if proposal.spec_hash in self._in_flight:
                 self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
                 continue
-            self._pending[trial_id] = _Pending(trial, proposal, time.time())
+            if resume:
+                trial.set_user_attr("promoted_from", earlier.number)
+                trial.set_user_attr("resume_epoch", resume)
+            self._pending[trial_id] = _Pending(trial, proposal, time.time(), resume_epoch=resume)
             self._in_flight[proposal.spec_hash] = trial_id
             self.counts.running += 1
-            self._emit("start", {"number": trial.number, "spec_hash": proposal.spec_hash})
-            return {
+            self._emit("start", {"number": trial.number, "spec_hash": proposal.spec_hash,
+                                 "resume_epoch": resume})
+            config = {
                 "optuna_number": trial.number,
                 "spec_hash": proposal.spec_hash,
                 "spec": json.dumps(dict(proposal.spec), sort_keys=True),
                 "costs": dict(proposal.costs),
             }
+            if resume:
+                config["resume_epoch"] = resume
+            return config
         return None
+
+    def _resume_epoch(self, earlier: Any) -> int:
+        """The epoch a re-proposed architecture resumes after: > 0 only with ``promote`` on and
+        an earlier trial stopped early at a rung (PRUNED); 0 otherwise (reuse or train)."""
+        from optuna.trial import TrialState
+
+        if not self.promote or earlier is None or earlier.state != TrialState.PRUNED:
+            return 0
+        epochs = earlier.user_attrs.get("epochs_trained")
+        if not isinstance(epochs, int) or not 0 < epochs < self.epochs:
+            return 0
+        return epochs
 
     def _record(self, p: _Pending, result: Mapping[str, Any]) -> None:
         p.last_result = dict(result)
@@ -323,7 +370,7 @@ class AskTellSearcher(TrialBookkeeping):
         attrs.setdefault("counts", True)
         attrs["train_seconds"] = round(time.time() - p.started, 3)
         if p.curve:  # per-epoch values, the format of the Optuna pruner (read by the dashboard)
-            attrs["intermediate"] = p.curve
+            attrs["intermediate"] = {**self._earlier_curve(h, p), **p.curve}
         if p.last_result:
             for k in ("images_per_s", "train_loss", "val_loss"):
                 v = p.last_result.get(k)
@@ -335,10 +382,18 @@ class AskTellSearcher(TrialBookkeeping):
         self._emit("finish", {"number": p.trial.number, "state": out.state,
                               "values": out.values, "reason": attrs.get("fail_reason")})
         if frozen is not None and reusable(frozen):
-            self._done.setdefault(h, frozen)
+            remember(self._done, h, frozen)
         for trial, proposal in self._parked.pop(h, []):
             self._reuse(trial, proposal, frozen) if frozen is not None and reusable(frozen) \
                 else self._copy_failure(trial, out, p.trial.number)
+
+    def _earlier_curve(self, h: str, p: _Pending) -> dict[str, Any]:
+        """A promoted trial's curve starts with the epochs of the trial it resumed."""
+        if not p.resume_epoch:
+            return {}
+        earlier = self._done.get(h) if h in self._done else None
+        curve = earlier.user_attrs.get("intermediate") if earlier is not None else None
+        return {k: v for k, v in (curve or {}).items() if int(k) <= p.resume_epoch}
 
     def _copy_failure(self, trial: Any, out: Outcome, number: int) -> None:
         attrs = {**out.attrs, "reused": True, "reused_from": number, "counts": True}

@@ -71,7 +71,8 @@ def evaluate(spec: dict, settings: dict, report_epoch: Callable[[Mapping[str, An
     """The synthetic evaluator (runs in a Ray worker)."""
     i, fault = int(spec["x"]), spec.get("fault")
     epochs = int(settings["epochs"])
-    for e in range(1, epochs + 1):
+    start = int((settings.get("_trial") or {}).get("resume_epoch") or 0)  # promoted: go on
+    for e in range(start + 1, epochs + 1):
         if settings.get("epoch_seconds"):
             time.sleep(float(settings["epoch_seconds"]))
         if fault == "raise":

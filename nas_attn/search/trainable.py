@@ -26,6 +26,14 @@ otherwise it is derived from Ray's storage path, which the runner sets to ``RUN_
 checkpoints go to ``RUN_DIR/checkpoints`` when ``RUN_DIR/run.json`` is visible from the worker.
 On a multi-node cluster without a shared file system a worker on another machine does not see
 the run folder, so it keeps no checkpoint (export then retrains that architecture).
+
+Promotion (``early_stopping.promote``): the context also carries ``state_dir``
+(``RUN_DIR/states`` when the runner passes ``state_dir`` and the worker sees the run folder,
+else None), ``save_state_at`` (the rung epochs, where an evaluator keeps its resumable training
+state, :func:`state_name`) and ``resume_epoch``: a promoted trial (``config["resume_epoch"]``)
+goes on after that epoch, so its first report is epoch ``resume_epoch + 1``. An evaluator that
+cannot resume must retrain the first ``resume_epoch`` epochs without reporting them; one that
+reports past the epoch budget is failed (``missing_metric``), as one that reports too few.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from nas_attn.errors import NonFiniteLossError, OutOfMemoryError, TrialError
 Evaluate = Callable[[dict, dict, Callable[[Mapping[str, Any]], None]], None]
 _CACHE: dict[str, Any] = {}
 CHECKPOINT_DIR = "checkpoints"
+STATE_DIR = "states"  # resumable states of stopped trials (promotion)
 TRIAL_KEY = "_trial"
 
 
@@ -52,6 +61,11 @@ def checkpoint_name(spec_hash: str, seed: int) -> str:
     are reused, see docs/search.md), so a reused trial finds its weights under the same name.
     """
     return f"{spec_hash}-s{int(seed)}.safetensors"
+
+
+def state_name(spec_hash: str, seed: int) -> str:
+    """The file name of the resumable training state of a stopped trial (pure)."""
+    return f"{spec_hash}-s{int(seed)}.state.pt"
 
 
 def checkpoint_path(run_dir: str | Path, spec_hash: str, seed: int) -> Path:
@@ -65,11 +79,7 @@ def trial_checkpoint_dir(settings: Mapping[str, Any]) -> str | None:
     ``RUN_DIR/checkpoints`` derived from Ray's storage path (``RUN_DIR/ray``) when this worker
     sees ``RUN_DIR/run.json``; None when neither applies."""
     if "checkpoint_dir" in settings:
-        value = settings["checkpoint_dir"]
-        if value is None:
-            return None
-        # on another node without a shared filesystem the run folder is not there: keep nothing
-        return str(value) if (Path(value).parent / "run.json").is_file() else None
+        return _visible(settings["checkpoint_dir"])
     try:
         from ray import tune
 
@@ -80,6 +90,14 @@ def trial_checkpoint_dir(settings: Mapping[str, Any]) -> str | None:
     if not (run_dir / "run.json").is_file():
         return None
     return str(run_dir / CHECKPOINT_DIR)
+
+
+def _visible(folder: str | None) -> str | None:
+    """``folder`` when this worker sees its run folder (``folder/../run.json``), else None: on
+    another node without a shared file system the run folder is not there, so keep nothing."""
+    if folder is None:
+        return None
+    return str(folder) if (Path(folder).parent / "run.json").is_file() else None
 
 
 def worker_cache(key: str, factory: Callable[[], Any]) -> Any:
@@ -140,10 +158,14 @@ def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
     costs = dict(config.get("costs", {}))
     epochs = int(settings["epochs"])
     evaluate = resolve_evaluator(str(settings["evaluator"]))
-    state = {"epoch": 0}
+    resume_epoch = int(config.get("resume_epoch") or 0)
+    state = {"epoch": resume_epoch}
 
     def report_epoch(metrics: Mapping[str, Any]) -> None:
         epoch = state["epoch"] + 1
+        if epoch > epochs:
+            raise TrialError("missing_metric", f"the evaluator reported epoch {epoch} of "
+                             f"{epochs} (a promoted trial starts after epoch {resume_epoch})")
         result = check_metrics(metrics, epoch)
         result.update(costs)
         result["spec_hash"] = config["spec_hash"]
@@ -152,7 +174,10 @@ def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
 
     evaluate_settings = dict(settings.get("evaluate", {}))
     evaluate_settings[TRIAL_KEY] = {"spec_hash": str(config["spec_hash"]),
-                                    "checkpoint_dir": trial_checkpoint_dir(settings)}
+                                    "checkpoint_dir": trial_checkpoint_dir(settings),
+                                    "state_dir": _visible(settings.get("state_dir")),
+                                    "save_state_at": list(settings.get("save_state_at", [])),
+                                    "resume_epoch": resume_epoch}
     try:
         evaluate(spec, evaluate_settings, report_epoch)
     except TrialError:
