@@ -44,7 +44,7 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check nas_attn tests benchmarks
 
-# The benchmarks behind docs/benchmarks.md (run on a quiet machine; about 15 minutes).
+# The benchmarks behind docs/benchmarks.md (run on a quiet machine; about 25 minutes).
 bench: venv
 	$(PY) benchmarks/bench_profile.py
 	$(PY) benchmarks/bench_module_overhead.py
@@ -52,6 +52,7 @@ bench: venv
 	$(PY) benchmarks/bench_runner_overhead.py --trials 24
 	$(PY) benchmarks/bench_sampler_storage.py
 	$(PY) benchmarks/bench_quickstart_memory.py
+	RAY_AUTH_MODE=disabled $(PY) benchmarks/bench_promotion.py --trials 40
 	$(PY) benchmarks/tabular/replay.py --reps 20 --trials 300 --workers 2 --es 3,1 2,4 --gp-reps 0
 
 clean:

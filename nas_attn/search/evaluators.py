@@ -145,7 +145,7 @@ def train_and_report(spec: dict, settings: dict,
     result = train_spec(
         spec, bundle, cfg, callback, evaluate_test=with_test,
         resume_state=_resume_state(state_path, start),
-        save_state_at=trial.get("save_state_at") or () if state_path else (),
+        save_state_at=(trial.get("save_state_at") or ()) if state_path else (),
         on_state=(lambda st: _write_state(state_path, st)) if state_path else None)
     if with_test:
         report_epoch({**last, "test_accuracy": result.test_accuracy})
