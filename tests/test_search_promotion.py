@@ -101,7 +101,7 @@ def test_reporting_past_the_budget_fails_the_trial():
     config = {"spec": json.dumps({"x": 1, "fault": None}), "spec_hash": "a" * 16,
               "costs": {"flops": 2000.0}, "resume_epoch": 3}
     settings = {"evaluator": f"{__name__}:_ignores_resume", "epochs": 3,
-                "evaluate": {"epochs": 3}}
+                "checkpoint_dir": None, "evaluate": {"epochs": 3}}
     with pytest.raises(TrialError, match="reported epoch 4 of 3"):
         run_trial(config, settings)
 
