@@ -50,6 +50,18 @@ def test_front_and_reference_point():
     assert t.final_std[0] == pytest.approx(0.12, abs=1e-6)
 
 
+def test_startup_oracle_counts_the_random_prefix_then_the_best_additions():
+    from nas_attn.bench.metrics import startup_oracle_trials
+
+    sc = FrontScorer.of(tiny_table())  # HV: D alone 0.287, B+D 0.898, B+A or B+C 0.949
+    assert startup_oracle_trials(sc, [3], 0.25) == (1, True)  # the random trial suffices
+    assert startup_oracle_trials(sc, [3, 1], 0.85) == (2, True)
+    assert startup_oracle_trials(sc, [3], 0.85) == (2, True)  # + B, the best single addition
+    assert startup_oracle_trials(sc, [3], 0.9) == (3, True)  # no single one does: 2 more
+    assert startup_oracle_trials(sc, [3], 0.95) == (4, False)  # the whole front: 3 more
+    assert startup_oracle_trials(sc, [], 0.85) == (1, True)  # no startup: B at once
+
+
 def test_metrics_exact_on_known_front():
     sc = FrontScorer.of(tiny_table())
     assert sc.hv_true == pytest.approx(0.099 + 0.46 + 0.03, abs=1e-6)
@@ -144,6 +156,21 @@ def test_promotion_resumes_pruned_architectures_without_paying_twice():
     assert again and all(plain.epochs[k] == 0 and not plain.complete[k] for k in again)
     off = HalvingConfig(max_epochs=4, enabled=False, promote=True)
     assert not Method("random", off).promote  # no stopping, nothing to promote
+
+
+def test_startup_bound_is_never_slower_than_the_random_runs_it_starts_from():
+    from nas_attn.bench.report import startup_bound
+
+    t = product_table()
+    runs = replay(t, [Method("random")], n_trials=30, reps=4)["random"]
+    b = startup_bound(runs, FrontScorer.of(t), startup=5, level=0.9)
+    assert b["exact"] and len(b["oracle_trials"]) == 4  # at most 2 additions here
+    for k, r in zip(b["oracle_trials"], runs, strict=True):
+        own = first_reaching(r.metrics["hv_ratio"], np.arange(1, 31), 0.9)
+        assert k <= own and k <= 5 + 2
+        if own <= 5:
+            assert k == own  # reached within the random startup: the same trial
+    assert b["max_speedup"] == pytest.approx(b["median_random"] / b["median_oracle"])
 
 
 def test_replay_many_and_summary():

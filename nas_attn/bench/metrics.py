@@ -16,6 +16,10 @@ the metrics measure whether the search trained the right architectures.
   objectives min-max normalised over the table; NaN while nothing is found.
 - ``trials_to`` / ``epochs_to``: the first trial count (or epochs consumed) at which
   ``hv_ratio`` reaches a target (95 %), ``inf`` when it never does.
+- :func:`startup_oracle_trials`: the fewest trials *any* sampler needs to reach a target when
+  its first trials are random (Optuna's TPE and GP start with 10): the random prefix, then one
+  best architecture per trial, chosen knowing the table. It bounds what a model-based sampler
+  can gain over random search on a table.
 
 Every metric depends only on the non-dominated part of the found set (a dominated point adds
 no volume, cannot be a front member, and is never closer in IGD+ than its dominator), so
@@ -96,6 +100,29 @@ def trace_metrics(scorer: FrontScorer, archs: Sequence[int], complete: Sequence[
         for m in METRICS:
             out[m][k] = current[m]
     return out
+
+
+def startup_oracle_trials(scorer: FrontScorer, startup: Sequence[int], level: float
+                          ) -> tuple[int, bool]:
+    """(trials, exact): the fewest trials to reach ``level`` HV ratio for a sampler whose first
+    trials are ``startup`` and which then knows the table (pure).
+
+    The startup's own first trial at the level, if any; else ``len(startup)`` plus the further
+    architectures added greedily, each the one of largest HV gain by the table's means. Greedy
+    is exact up to 2 additions (when no single addition reaches the level, 2 is the least
+    possible), so ``exact`` is False only beyond that, where the count is an upper bound.
+    """
+    found: list[int] = []
+    for k, a in enumerate(startup, 1):
+        found.append(int(a))
+        if scorer.score(found)["hv_ratio"] >= level - 1e-12:
+            return k, True
+    extra = 0
+    while scorer.score(found)["hv_ratio"] < level - 1e-12:
+        gains = [scorer.score([*found, a])["hv_ratio"] for a in range(len(scorer.objectives))]
+        found.append(int(np.argmax(gains)))
+        extra += 1
+    return len(startup) + extra, extra <= 2
 
 
 def first_reaching(values: np.ndarray, axis_values: np.ndarray, target: float) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.bench.metrics import first_reaching, on_grid
+from nas_attn.bench.metrics import FrontScorer, first_reaching, on_grid, startup_oracle_trials
 from nas_attn.bench.replay import ReplayRun
 
 
@@ -47,6 +47,30 @@ def curves(runs: Mapping[str, Sequence[ReplayRun]], points: int = 120,
         he = np.stack([on_grid(r.metrics["hv_ratio"], r.consumed, grid) for r in rs])
         by_e[name] = np.percentile(he, [25, 50, 75], axis=0)
     return Curves(np.arange(1, n + 1), grid, by_t, by_e)
+
+
+STARTUP_TRIALS = 10  # Optuna's n_startup_trials default for TPESampler and GPSampler
+
+
+def startup_bound(random_runs: Sequence[ReplayRun], scorer: FrontScorer,
+                  startup: int = STARTUP_TRIALS, level: float = 0.95) -> dict[str, Any]:
+    """How much faster than random search a sampler that starts with ``startup`` random trials
+    can be, at best: per repetition of random search, the trials the startup oracle needs
+    (its first ``startup`` trials, then the best architectures knowing the table, see
+    :func:`nas_attn.bench.metrics.startup_oracle_trials`) against random search's own trials
+    to ``level``; medians over repetitions and their ratio (the largest speed-up possible)."""
+    oracle, exact, rand = [], [], []
+    for r in random_runs:
+        done = [int(a) for a, c in zip(r.archs[:startup], r.complete[:startup], strict=True)
+                if c]
+        k, ok = startup_oracle_trials(scorer, done, level)
+        oracle.append(k)
+        exact.append(ok)
+        rand.append(first_reaching(r.metrics["hv_ratio"], np.arange(1, len(r.archs) + 1), level))
+    med_o, med_r = float(np.median(oracle)), float(np.median(rand))
+    return {"startup": startup, "level": level, "oracle_trials": oracle, "exact": all(exact),
+            "median_oracle": med_o, "median_random": med_r,
+            "max_speedup": med_r / med_o if med_o > 0 else float("inf")}
 
 
 def targets(summary: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequence[ReplayRun]],
