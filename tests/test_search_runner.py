@@ -94,6 +94,7 @@ def test_promotion_resumes_a_stopped_architecture_when_it_is_proposed_again(tmp_
     by_number = {t.number: t for t in trials}
     promoted = [t for t in trials if "promoted_from" in t.user_attrs]
     assert promoted, "30 trials over 6 architectures with stopping and no promotion at all"
+    assert s.promoted == len(promoted)
     paid: dict[str, int] = defaultdict(int)
     for t in trials:
         a = t.user_attrs

@@ -29,7 +29,8 @@ def _summary(s: Any, quiet: bool) -> None:
         return
     _say(f"{s.status}: {s.finished}/{s.requested} trials finished "
          f"({s.complete} complete, {s.pruned} pruned, {s.failed} failed"
-         + (f", {s.reused} reused" if s.reused else "") + ")")
+         + (f", {s.reused} reused" if s.reused else "")
+         + (f", {s.promoted} promoted" if s.promoted else "") + ")")
     if s.message:
         _say(s.message)
     if s.front_size:

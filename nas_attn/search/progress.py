@@ -1,7 +1,7 @@
 """Live progress of a search (rich), and the closing summary.
 
-Shows finished/requested, running, pruned, failed, reused, best accuracy, Pareto-front size,
-hypervolume and elapsed time with an ETA. The front and hypervolume are over the study's
+Shows finished/requested, running, pruned, failed, reused, promoted, best accuracy,
+Pareto-front size, hypervolume and elapsed time with an ETA. The front and hypervolume are over the study's
 COMPLETE trials. The hypervolume is normalised (the fraction of the box between the reference
 point and the ideal point that the front dominates, in [0, 1]) and uses a **fixed** reference
 point, so it only grows as the search improves and is comparable between runs of the same
@@ -105,6 +105,8 @@ class Progress:
             parts += [f"running {c.running}", f"pruned {c.pruned}", f"failed {c.failed}"]
             if c.reused:
                 parts.append(f"reused {c.reused}")
+            if c.promoted:
+                parts.append(f"promoted {c.promoted}")
             if c.skipped:
                 parts.append(f"over budget {c.skipped}")
         if self.acc_index is not None and self.points:

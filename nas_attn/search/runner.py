@@ -57,6 +57,7 @@ class RunSummary:
     best_accuracy: float | None = None
     hypervolume: float | None = None
     hv_reference: str = ""  # e.g. "val_accuracy 0, flops 4.1e+07"
+    promoted: int = 0  # trials that resumed a stopped architecture (early_stopping.promote)
 
 
 # -- Optuna -----------------------------------------------------------------------------------
@@ -577,4 +578,5 @@ def summarize(study: Any, run_dir: Path, name: str, info: Mapping[str, Any], sta
         sum(t.state == TrialState.COMPLETE for t in mine),
         sum(t.state == TrialState.PRUNED for t in mine),
         sum(t.state == TrialState.FAIL for t in mine),
-        sum(bool(t.user_attrs.get("reused")) for t in mine), message, size, best, hv, ref)
+        sum(bool(t.user_attrs.get("reused")) for t in mine), message, size, best, hv, ref,
+        sum("promoted_from" in t.user_attrs for t in mine))

@@ -76,6 +76,7 @@ class Counts:
     reused: int = 0
     skipped: int = 0  # over budget / invalid: told FAIL, not counted
     running: int = 0
+    promoted: int = 0  # started as promotions of stopped architectures
 
 
 def state_of(name: str) -> Any:
@@ -297,6 +298,7 @@ class AskTellSearcher(TrialBookkeeping):
             if resume:
                 trial.set_user_attr("promoted_from", earlier.number)
                 trial.set_user_attr("resume_epoch", resume)
+                self.counts.promoted += 1
             self._pending[trial_id] = _Pending(trial, proposal, time.time(), resume_epoch=resume)
             self._in_flight[proposal.spec_hash] = trial_id
             self.counts.running += 1
