@@ -337,7 +337,8 @@ def train_spec(
 
 def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch.device,
            callback: Callback | None, evaluate_test: bool,
-           resume_state: Mapping[str, Any] | None = None, save_state_at: frozenset[int] = frozenset(),
+           resume_state: Mapping[str, Any] | None = None,
+           save_state_at: frozenset[int] = frozenset(),
            on_state: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     import torch
     import torch.nn.functional as F

@@ -38,7 +38,8 @@ def check_resumable(state: Mapping[str, Any], cfg: Any, steps_per_epoch: int,
                     source: str = "resume_state") -> int:
     """The epoch ``state`` was saved after; ConfigError naming what does not match."""
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
-        raise ConfigError(source, type(state).__name__, f"not a {FORMAT} (see nas_attn.train_state)")
+        raise ConfigError(source, type(state).__name__,
+                          f"not a {FORMAT} (see nas_attn.train_state)")
     if state.get("version") != VERSION:
         raise ConfigError(f"{source}.version", state.get("version"), "unknown version", [VERSION])
     saved, now = dict(state["recipe"]), recipe(cfg)

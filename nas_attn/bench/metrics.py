@@ -117,11 +117,12 @@ def startup_oracle_trials(scorer: FrontScorer, startup: Sequence[int], level: fl
         found.append(int(a))
         if scorer.score(found)["hv_ratio"] >= level - 1e-12:
             return k, True
-    extra = 0
-    while scorer.score(found)["hv_ratio"] < level - 1e-12:
+    extra, hv = 0, scorer.score(found)["hv_ratio"]
+    while hv < level - 1e-12:
         gains = [scorer.score([*found, a])["hv_ratio"] for a in range(len(scorer.objectives))]
-        found.append(int(np.argmax(gains)))
-        extra += 1
+        best = int(np.argmax(gains))
+        found.append(best)
+        extra, hv = extra + 1, gains[best]
     return len(startup) + extra, extra <= 2
 
 

@@ -1,15 +1,15 @@
 """Live progress of a search (rich), and the closing summary.
 
-Shows finished/requested, running, pruned, failed, reused, promoted, best accuracy,
-Pareto-front size, hypervolume and elapsed time with an ETA. The front and hypervolume are over the study's
+Shows finished/requested, running, pruned, failed, reused, promoted, best accuracy, Pareto-front
+size, hypervolume and elapsed time with an ETA. The front and hypervolume are over the study's
 COMPLETE trials. The hypervolume is normalised (the fraction of the box between the reference
 point and the ideal point that the front dominates, in [0, 1]) and uses a **fixed** reference
-point, so it only grows as the search improves and is comparable between runs of the same
-study. The reference: 0 for a maximised objective (accuracy), and for a minimised cost the space's whole-network limit (``max_flops`` /
-``max_params``; for the synthetic problem, the largest cost of its space). A cost without a
-limit gets 2x the largest value known when the display starts (or at its first COMPLETE
-trial), frozen from then on; the reference is printed with the closing line. ``quiet`` shows
-nothing (for scripts).
+point, so it only grows as the search improves and is comparable between runs of the same study.
+The reference: 0 for a maximised objective (accuracy), and for a minimised cost the space's
+whole-network limit (``max_flops`` / ``max_params``; for the synthetic problem, the largest cost
+of its space). A cost without a limit gets 2x the largest value known when the display starts
+(or at its first COMPLETE trial), frozen from then on; the reference is printed with the closing
+line. ``quiet`` shows nothing (for scripts).
 """
 
 from __future__ import annotations

@@ -77,14 +77,12 @@ class HalvingConfig:
     promote: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.promote, bool):
-            raise ConfigError(
-                "early_stopping.promote", self.promote, "must be a boolean", [True, False]
-            )
-        if not isinstance(self.enabled, bool):
-            raise ConfigError(
-                "early_stopping.enabled", self.enabled, "must be a boolean", [True, False]
-            )
+        for name in ("enabled", "promote"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"early_stopping.{name}", getattr(self, name), "must be a boolean",
+                    [True, False],
+                )
         _int_field("early_stopping.eta", self.eta, 2)
         _int_field("early_stopping.grace_epochs", self.grace_epochs, 1)
         _int_field("early_stopping.max_epochs", self.max_epochs, 1)

@@ -3,14 +3,14 @@
 The trials table has one row per Optuna trial: ``number``, ``run_id``, ``state``,
 ``fail_reason``, ``fail_message``, ``counts`` (toward the requested trials), ``spec_hash``,
 ``reused``/``reused_from``, ``promoted_from``/``resume_epoch`` (a promoted trial: the stopped
-trial it resumed and the epoch it resumed after), one column per objective (accuracy for COMPLETE trials only; never NaN
-told to Optuna), the costs computed before training (``flops``, ``params``..., for every
-proposed trial), ``epochs_trained``,
-``last_accuracy``, one ``choice.<param>`` column per sampled choice (per-stage choices), the
-spec as JSON and timings (``datetime_start``, ``datetime_complete``, ``duration_s``,
-``train_seconds``). It is written as ``trials.csv`` (and ``trials.parquet`` when pyarrow is
-installed) at the end of every run segment; :func:`load_run` rebuilds it from the storage when
-it can (the storage is the source of truth) and falls back to the CSV.
+trial it resumed and the epoch it resumed after), one column per objective (accuracy for
+COMPLETE trials only; never NaN told to Optuna), the costs computed before training (``flops``,
+``params``..., for every proposed trial), ``epochs_trained``, ``last_accuracy``, one
+``choice.<param>`` column per sampled choice (per-stage choices), the spec as JSON and timings
+(``datetime_start``, ``datetime_complete``, ``duration_s``, ``train_seconds``). It is written as
+``trials.csv`` (and ``trials.parquet`` when pyarrow is installed) at the end of every run
+segment; :func:`load_run` rebuilds it from the storage when it can (the storage is the source of
+truth) and falls back to the CSV.
 """
 
 from __future__ import annotations

@@ -346,10 +346,10 @@ def _halving(setup: SearchSetup) -> Any:
     return HalvingConfig.from_dict({**es, "max_epochs": setup.epochs})
 
 
-def _scheduler(setup: SearchSetup) -> Any:
+def _scheduler(setup: SearchSetup, cfg: Any) -> Any:
+    """Pareto halving with ``cfg`` (``_halving(setup)``), or FIFO when that is None."""
     from ray.tune.schedulers import FIFOScheduler
 
-    cfg = _halving(setup)
     if cfg is None:
         return FIFOScheduler()
     from nas_attn.search.ray_scheduler import ParetoHalvingScheduler
@@ -427,8 +427,9 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
     if not isinstance(searcher._done, SharedDone):
         searcher._done = SharedDone(study, searcher._done, shared)
-    tuner = make_tuner(trainable, searcher, run_dir, _max_concurrent(opts),
-                       [_error_relay(searcher), _node_recorder(searcher)], _scheduler(setup))
+    callbacks = [_error_relay(searcher), _node_recorder(searcher)]
+    tuner = make_tuner(trainable, searcher, run_dir, _max_concurrent(opts), callbacks,
+                       _scheduler(setup, halving))
     if progress:
         progress.attach(searcher)
     interrupted = fit_quietly(tuner)
