@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
-from nas_attn.search.samplers import SAMPLERS
+from nas_attn.search.samplers import SAMPLERS, check_startup_trials
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
               "search")
@@ -106,12 +106,14 @@ class SearchSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     keep_checkpoints: bool = True
+    startup_trials: int | None = None
 
     def __post_init__(self) -> None:
         _check_bool(self.keep_checkpoints, "search.keep_checkpoints")
         _check_int(self.trials, "search.trials", 1)
         if self.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)
+        check_startup_trials(self.sampler, self.startup_trials)
         _check_int(self.seed, "search.seed", 0)
         if self.max_concurrent is not None:
             _check_int(self.max_concurrent, "search.max_concurrent", 1)

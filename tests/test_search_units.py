@@ -193,3 +193,21 @@ def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn):
                 assert has_pos == (trial.params[f"stage{s}.attention"] != "none"), trial.params
             study.tell(trial, [i % 7 / 7, float(len(trial.params))])
     assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+
+@pytest.mark.parametrize("name", ["tpe", "gp"])
+def test_startup_trials_reach_the_model_samplers(name):
+    """``search.startup_trials`` sets the random trials a tpe/gp sampler starts with; a CLI
+    ``--sampler`` without a startup model drops the study's value instead of failing."""
+    from nas_attn.search.from_study import options_for
+    from nas_attn.search.samplers import make_sampler
+    from nas_attn.study import SearchSettings
+
+    assert make_sampler(name, 0, startup_trials=3)._n_startup_trials == 3
+    assert make_sampler(name, 0)._n_startup_trials == 10  # Optuna's default
+    study = SearchSettings(sampler=name, startup_trials=4)
+    assert options_for(study, {}).startup_trials == 4
+    assert options_for(study, {"sampler": "random"}).startup_trials is None
+    assert options_for(study, {"startup_trials": 6}).startup_trials == 6
+    with pytest.raises(ConfigError, match="search.startup_trials"):
+        options_for(study, {"sampler": "random", "startup_trials": 6})

@@ -102,6 +102,8 @@ def test_space_path_is_relative_to_the_study_file(tmp_path):
     ({"objectives": []}, "objectives", "non-empty"),
     ({"search": {"sampler": "cmaes"}}, "search.sampler", "nsga2"),
     ({"search": {"trials": 0}}, "search.trials", ">= 1"),
+    ({"search": {"startup_trials": 0}}, "search.startup_trials", ">= 1"),
+    ({"search": {"sampler": "nsga2", "startup_trials": 5}}, "search.startup_trials", "'gp'"),
     ({"search": {"gpus_per_trial": -1}}, "search.gpus_per_trial", ">= 0"),
     ({"search": {"workers": 2}}, "search.workers", "max_concurrent"),
     ({"early_stopping": {"eta": 1}}, "early_stopping.eta", ">= 2"),

@@ -22,6 +22,7 @@ from typing import Any
 
 from nas_attn.errors import ConfigError
 from nas_attn.search.outcome import Objective
+from nas_attn.search.samplers import STARTUP_SAMPLERS
 from nas_attn.search.searcher import Proposal
 from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup
 
@@ -54,7 +55,11 @@ class StudyProposer:
 def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
     base = dict(search.to_dict() if hasattr(search, "to_dict") else search)
     base.update({k: v for k, v in overrides.items() if v is not None})
-    allowed = ("trials", "sampler", "seed", "max_concurrent", "cpus_per_trial", "gpus_per_trial")
+    if overrides.get("sampler") not in (None, *STARTUP_SAMPLERS) and overrides.get(
+            "startup_trials") is None:
+        base["startup_trials"] = None  # the study's startup belongs to its own model sampler
+    allowed = ("trials", "sampler", "seed", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
+               "startup_trials")
     return SearchOptions(**{k: base[k] for k in allowed if k in base})
 
 

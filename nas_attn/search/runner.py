@@ -83,6 +83,11 @@ def _stored_fingerprint(study: Any, wait_s: float) -> Any:
         time.sleep(0.2)
 
 
+def _sampler(setup: SearchSetup, seed: int) -> Any:
+    o = setup.options
+    return make_sampler(o.sampler, seed, setup.grid, startup_trials=o.startup_trials)
+
+
 def open_study(storage: Any, setup: SearchSetup, sampler: Any,
                wait_s: float = FINGERPRINT_WAIT_S) -> Any:
     """Load the study (refusing another setup's fingerprint) or create it.
@@ -466,7 +471,7 @@ def run_search(setup: SearchSetup, out: Path | None = None, storage_url: str | N
     url = storage_url or st.url_from_env() or st.default_url(run_dir)
     previous = rd.read_run(run_dir) if (run_dir / rd.RUN_JSON).exists() else None
     storage = st.open_storage(url)
-    sampler = make_sampler(setup.options.sampler, setup.options.seed, setup.grid)
+    sampler = _sampler(setup, setup.options.seed)
     study = open_study(storage, setup, sampler)  # refuses a different setup before writing
     run_id = uuid.uuid4().hex[:12]
     history = []
@@ -505,7 +510,7 @@ def resume_run(run_dir: Path, storage_url: str | None = None, address: str | Non
                               f"the run folder; pass it again with --storage or ${st.ENV_STORAGE}")
     setup = (setup_factory or _setup_from_run)(info, run_dir)
     storage = st.open_storage(url)
-    sampler = make_sampler(setup.options.sampler, setup.options.seed, setup.grid)
+    sampler = _sampler(setup, setup.options.seed)
     study = open_study(storage, setup, sampler)
     return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
 
@@ -532,7 +537,7 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     # a new sampler seed per segment: a resumed segment must not replay earlier proposals
     shared = not info.get("storage_in_run_dir", False)
     seed = segment_seed(int(info["seed"]), len(study.trials), run_id, shared)
-    study.sampler = make_sampler(setup.options.sampler, seed, setup.grid)
+    study.sampler = _sampler(setup, seed)
     progress = Progress(study, setup, int(info["requested_trials"]), already, quiet, console,
                         orphans)
     status, message, searcher = "finished", "", None

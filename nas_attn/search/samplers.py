@@ -20,20 +20,40 @@ from typing import Any
 from nas_attn.errors import ConfigError
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
+# the samplers that start with random trials before their model takes over (Optuna: 10)
+STARTUP_SAMPLERS = ("tpe", "gp")
+
+
+def check_startup_trials(sampler: str, value: Any, field: str = "search.startup_trials"
+                         ) -> int | None:
+    """``startup_trials``: None (Optuna's default, 10) or an int >= 1, for tpe and gp only."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(field, value, "must be an integer >= 1 (or null: Optuna's 10)")
+    if sampler not in STARTUP_SAMPLERS:
+        raise ConfigError(field, value, f"only the model-based samplers start with random "
+                          f"trials, not {sampler!r}", STARTUP_SAMPLERS)
+    return value
 
 
 def make_sampler(name: str, seed: int, grid: Mapping[str, list[Any]] | None = None,
-                 field: str = "--sampler") -> Any:
+                 field: str = "--sampler", startup_trials: int | None = None) -> Any:
+    """The sampler ``name``; ``startup_trials`` random trials before a tpe or gp model is used
+    (None: Optuna's default of 10)."""
     import optuna
 
+    startup = {} if check_startup_trials(name, startup_trials) is None else {
+        "n_startup_trials": startup_trials}
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              **startup)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, **startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
