@@ -66,3 +66,14 @@ def test_regimes_reproduce_the_recorded_pilot_and_sgd_is_the_shipped_recipe():
         assert (data, train) == (r["data"], r["train"]), name
     _, data, train = pilot.regime_settings("sgd")
     assert TrainConfig(**train) == TrainConfig(**gen.TABLE_TRAIN) and data == gen.TABLE_DATA
+
+
+def test_speedup_bound_of_a_sample_with_one_dominant_architecture():
+    # architecture 0 dominates (best accuracy, fewest FLOPs): the front is it alone, random
+    # draws find it within the 10 startup trials almost always, so no sampler can gain
+    acc = np.zeros((4, 2, 3))
+    for a, final in enumerate((0.9, 0.5, 0.6, 0.7)):
+        acc[a] = np.linspace(0.1, final, 3)
+    b = pilot.speedup_bound(acc, [1.0, 2.0, 3.0, 4.0], [{"x": i} for i in range(4)])
+    assert b["front"] == 1 and b["max_speedup"] == 1.0
+    assert b["median_random_to_95"] == b["median_oracle_to_95"] <= 10

@@ -173,6 +173,66 @@ def test_startup_bound_is_never_slower_than_the_random_runs_it_starts_from():
     assert b["max_speedup"] == pytest.approx(b["median_random"] / b["median_oracle"])
 
 
+def test_random_sampler_weights_follow_the_define_by_run_decisions():
+    from nas_attn.bench.metrics import random_sampler_weights
+
+    # one stage: none (no position decision) or se/eca at post_bn/post_add; p(none) = 1/3,
+    # each (module, position) 1/3 * 1/2
+    params = [{"s.att": "none"}] + [{"s.att": m, "s.pos": p} for m in ("se", "eca")
+                                    for p in ("post_bn", "post_add")]
+    w = random_sampler_weights(params)
+    assert w == pytest.approx([1 / 3] + [1 / 6] * 4)
+    assert random_sampler_weights(product_table().arch_params) == pytest.approx([1 / 12] * 12)
+
+
+def test_sampled_startup_bound_matches_its_definition():
+    from nas_attn.bench.metrics import startup_oracle_trials
+    from nas_attn.bench.report import sampled_startup_bound
+
+    t = tiny_table()
+    sc = FrontScorer.of(t)
+    # all weight on D (dominated, HV 0.287): random search never reaches 0.9, the oracle
+    # needs D plus 2 (B then A or C)
+    b = sampled_startup_bound(sc, [0, 0, 0, 1], reps=3, trials=20, startup=1, level=0.9)
+    assert b["median_random"] == math.inf and b["oracle_trials"] == [3, 3, 3]
+    # uniform: each rep's oracle count is startup_oracle_trials on the same draws
+    b = sampled_startup_bound(sc, reps=5, trials=50, startup=2, level=0.9, seed=1)
+    rng = np.random.default_rng(1)
+    for k in b["oracle_trials"]:
+        draws = rng.choice(4, size=50)
+        assert k == startup_oracle_trials(sc, draws[:2].tolist(), 0.9)[0]
+    assert b["max_speedup"] == pytest.approx(b["median_random"] / b["median_oracle"])
+    assert 1 <= b["median_oracle"] <= b["median_random"] + 2
+
+
+def test_bootstrap_intervals_bracket_the_median_and_handle_never_reached():
+    from nas_attn.bench.metrics import median_ci, ratio_ci
+
+    v = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0]
+    lo, hi = median_ci(v)
+    assert lo <= np.median(v) <= hi and min(v) <= lo and hi <= max(v)
+    assert median_ci([4.0] * 6) == (4.0, 4.0)
+    assert median_ci([3.0, math.inf, math.inf, math.inf, math.inf])[1] == math.inf
+    lo, hi = ratio_ci([20.0] * 5, [10.0] * 5)
+    assert lo == hi == 2.0
+    lo, hi = ratio_ci([2 * x for x in v], v)  # independent resampling: spread around 2
+    assert lo < 2.0 < hi
+
+
+def test_startup_is_part_of_the_method_and_its_sampler():
+    from nas_attn.bench.replay import make_sampler
+
+    assert Method("tpe", startup=4).name == "tpe-s4"
+    assert Method("gp", HalvingConfig(max_epochs=3), startup=2).name == "gp-s2+es"
+    assert make_sampler("tpe", 0, 4)._n_startup_trials == 4
+    with pytest.raises(ConfigError, match="startup"):
+        Method("random", startup=3)
+    t = product_table()
+    a, b = (replay_once(t, Method("tpe", startup=k), n_trials=12, rep=0) for k in (2, 12))
+    assert a.archs[:2].tolist() == b.archs[:2].tolist()  # the same seeded random start
+    assert a.archs.tolist() != b.archs.tolist()  # then TPE's model, from trial 3 on
+
+
 def test_replay_many_and_summary():
     t = product_table()
     runs = replay(t, [Method("random"), Method("tpe")], n_trials=25, reps=3)
@@ -181,6 +241,8 @@ def test_replay_many_and_summary():
     for v in s.values():
         assert 0 < v["hv_ratio"] <= 1 + 1e-9
         assert v["trials_to_target"] >= 1
+        lo, hi = v["trials_to_target_ci"]
+        assert lo <= v["trials_to_target"] <= hi
 
 
 def test_bad_inputs():
@@ -215,8 +277,8 @@ def test_targets_exact():
     assert s["tpe+es"]["epochs_to_target"] == 13 and s["tpe"]["epochs_to_target"] == 18
     g = targets(s, runs, n_archs=16)
     assert g["search"] == {"best": "tpe", "best_trials": 2.0, "random_trials": 4.0,
-                           "speedup_vs_random": 2.0, "within_quarter": True,
-                           "twice_fewer_than_random": True}
+                           "speedup_vs_random": 2.0, "speedup_ci95": [2.0, 2.0],
+                           "within_quarter": True, "twice_fewer_than_random": True}
     es = g["early_stopping"]["tpe+es"]
     assert es["hv_level"] == 0.95 and es["epoch_ratio"] == pytest.approx(13 / 18)
     assert es["final_hv_keep"] == pytest.approx(0.97 / 0.98) and es["keep_ok"]

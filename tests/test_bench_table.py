@@ -123,3 +123,12 @@ def test_shipped_entries_retrain_within_seed_noise(shipped):
         got = np.array([e.val_accuracy for e in res.epochs])
         tol = max(2 * float(t.final_std[i]), 3 / t.meta["data"]["val_size"])
         assert abs(got[-1] - float(t.acc[i, col, -1])) <= tol, (i, got, t.acc[i, col])
+
+
+def test_table_spaces_are_named_by_their_file_and_sized_for_a_table(shipped):
+    from nas_attn.bench import generate as gen
+
+    for name, space in gen.TABLE_SPACES.items():
+        n = len(gen.enumerate_archs(gen.table_space(space)))
+        assert 256 <= n <= 1024 and name.endswith(str(n)), (name, n)
+    assert shipped.meta["space"] == gen.TABLE_SPACES[SHIPPED.stem]

@@ -3,7 +3,9 @@
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/tabular/generate_table.py \
         --out benchmarks/tabular/data/attention343.npz --run-dir runs/tabular-gen
 
-Every (architecture, seed) pair of the space in :mod:`nas_attn.bench.generate` is one runner
+``--space`` names one of the shipped tables' spaces (``nas_attn.bench.generate.TABLE_SPACES``:
+``attention343``, the default, or ``rfa256``). Every (architecture, seed) pair of the space is
+one runner
 trial (``run_search``: Ray Tune trials on reused workers, Optuna SQLite storage in the run
 folder). An interrupted generation continues with ``--resume`` (finished pairs are skipped).
 ``--limit N`` trains only the first N architectures; with ``--epochs`` and ``--train-size``
@@ -55,12 +57,13 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 def build_setup(args: argparse.Namespace, settings: dict, specs: list, hashes: list,
                 costs: list, skip: set[str]):
+    space = gen.TABLE_SPACES[args.space]
     from nas_attn import __version__
     from nas_attn.search.outcome import Objective
     from nas_attn.search.setup import SearchOptions, SearchSetup
 
     proposer = gen.TableProposer(specs, hashes, costs, args.seeds, skip=skip)
-    fingerprint = {"tabular": {"space": gen.TABLE_SPACE, "archs": len(specs),
+    fingerprint = {"tabular": {"space": space, "archs": len(specs),
                                "seeds": list(args.seeds), **settings},
                    "version": __version__}
     epochs = int(settings["train"]["epochs"])
@@ -71,12 +74,15 @@ def build_setup(args: argparse.Namespace, settings: dict, specs: list, hashes: l
         source={"kind": "tabular", "archs": len(specs), "seeds": list(args.seeds)},
         options=SearchOptions(trials=max(1, len(proposer.pairs)), sampler="random", seed=0,
                               cpus_per_trial=1.0),
-        resolved={"name": "tabular-attention", **settings, "space": gen.TABLE_SPACE})
+        resolved={"name": "tabular-attention", **settings, "space": space})
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="benchmarks/tabular/data/attention343.npz")
+    p.add_argument("--space", default="attention343", choices=sorted(gen.TABLE_SPACES),
+                   help="which shipped table's space")
+    p.add_argument("--out", default=None,
+                   help="default: benchmarks/tabular/data/<space>.npz")
     p.add_argument("--run-dir", default="runs/tabular-gen")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--limit", type=int, default=None, help="only the first N architectures")
@@ -93,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.time()
     info = machine()
-    space = gen.table_space()
-    archs = gen.enumerate_archs(space)[: args.limit]
-    size = tuple(gen.TABLE_SPACE["input_size"])
+    space_def = gen.TABLE_SPACES[args.space]
+    args.out = args.out or f"benchmarks/tabular/data/{args.space}.npz"
+    archs = gen.enumerate_archs(gen.table_space(space_def))[: args.limit]
+    size = tuple(space_def["input_size"])
     specs, hashes, costs, params_list = [], [], [], []
     for params, spec in archs:
         prof = profile(spec, input_size=size)
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         t.datetime_start for t in done)).total_seconds(), 1)
     info["train_seconds_sum"] = round(float(np.nansum(secs)), 1)
     meta = {
-        "name": "tabular-attention", "space": gen.TABLE_SPACE, "data": settings["data"],
+        "name": space_def["name"], "space": space_def, "data": settings["data"],
         "train": settings["train"], "input_size": list(size), "generation": info,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python benchmarks/tabular/generate_table.py " + " ".join(sys.argv[1:]),

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--promote", action="store_true",
                    help="also replay each early-stopping setting with promotion of re-proposed "
                         "pruned architectures (early_stopping.promote: true in a study)")
+    p.add_argument("--startup", type=int, nargs="*", default=[], metavar="N",
+                   help="also replay tpe and gp with N random startup trials (default 10), "
+                        "with and without the first early-stopping setting")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="write the summary and targets here")
     p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.promote:
         methods += [Method(s, replace(cfg, promote=True), tag) for cfg, tag in configs
                     for s in args.samplers]
+    methods += [m for n in args.startup for s in args.samplers if s == "tpe"
+                for m in (Method(s, startup=n), Method(s, configs[0][0], startup=n))]
     t0 = time.perf_counter()
     runs = replay(table, methods, args.trials, args.reps, workers=args.workers)
     main_s = time.perf_counter() - t0
@@ -114,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     write(args, table, configs, runs, main_s, None)  # kept even if GP is interrupted
     if args.gp_reps > 0 and args.gp_trials > 0:
         t1 = time.perf_counter()
-        gp = replay(table, [Method("gp"), Method("gp", configs[0][0])], args.gp_trials,
-                    args.gp_reps, workers=args.workers)
+        gp_methods = [Method("gp", h, startup=n) for n in (None, *args.startup)
+                      for h in (None, configs[0][0])]
+        gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)
-        print(f"gp: 2 methods x {args.gp_reps} reps x {args.gp_trials} trials in {gp_s:.1f}s",
+        print(f"gp: {len(gp_methods)} methods x {args.gp_reps} reps x {args.gp_trials} trials in {gp_s:.1f}s",
               flush=True)
         write(args, table, configs, runs, main_s, gp_s)
     return 0

@@ -28,8 +28,9 @@ no volume, cannot be a front member, and is never closer in IGD+ than its domina
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,52 @@ def startup_oracle_trials(scorer: FrontScorer, startup: Sequence[int], level: fl
         found.append(best)
         extra, hv = extra + 1, gains[best]
     return len(startup) + extra, extra <= 2
+
+
+def random_sampler_weights(arch_params: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Each architecture's probability under random search that draws every decision of a
+    define-by-run space uniformly (Optuna's RandomSampler), for a table of the *whole* space.
+
+    An architecture's parameters are the decisions it made; a decision's choices are the
+    distinct values it takes across the table. So on a space where ``none`` skips the position
+    decision, a plain stage is drawn more often than each (module, position) pair.
+    """
+    values: dict[str, set[str]] = {}
+    for p in arch_params:
+        for k, v in p.items():
+            values.setdefault(k, set()).add(repr(v))
+    w = np.array([np.prod([1.0 / len(values[k]) for k in p]) for p in arch_params])
+    return w / w.sum()
+
+
+def _boot_medians(values: Sequence[float], n_boot: int, rng: np.random.Generator
+                  ) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    return np.median(v[rng.integers(0, len(v), size=(n_boot, len(v)))], axis=1)
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    # "lower"/"higher" pick sample values: no interpolation with inf
+    a = (1 - level) / 2
+    return (float(np.quantile(samples, a, method="lower")),
+            float(np.quantile(samples, 1 - a, method="higher")))
+
+
+def median_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 4000,
+              seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``values`` (inf allowed: a
+    repetition that never reached a target)."""
+    return _interval(_boot_medians(values, n_boot, np.random.default_rng(seed)), level)
+
+
+def ratio_ci(num: Sequence[float], den: Sequence[float], level: float = 0.95,
+             n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of median(num) / median(den), the two samples
+    resampled independently (two methods' repetitions)."""
+    rng = np.random.default_rng(seed)
+    mn, md = _boot_medians(num, n_boot, rng), _boot_medians(den, n_boot, rng)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _interval(np.where(md > 0, mn / md, np.inf), level)
 
 
 def first_reaching(values: np.ndarray, axis_values: np.ndarray, target: float) -> float:

@@ -41,29 +41,34 @@ from nas_attn.bench.metrics import METRICS, FrontScorer, trace_metrics
 from nas_attn.bench.table import Table, params_key
 from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving
+from nas_attn.search.samplers import check_startup_trials
 from nas_attn.search.samplers import make_sampler as _make_sampler
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    """The runner's sampler for ``name`` (no grid: the replay walks the space by sampling)."""
+def make_sampler(name: str, seed: int, startup: int | None = None) -> Any:
+    """The runner's sampler for ``name`` (no grid: the replay walks the space by sampling),
+    with ``startup`` random trials before a tpe/gp model (None: Optuna's 10)."""
     if name not in SAMPLERS:
         raise ConfigError("sampler", name, "unknown sampler", SAMPLERS)
-    return _make_sampler(name, seed)
+    return _make_sampler(name, seed, startup_trials=startup)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A sampler, with or without early stopping (``halving``)."""
+    """A sampler, with or without early stopping (``halving``); ``startup``: the sampler's
+    random trials before its model (the study's ``search.startup_trials``; None: 10)."""
 
     sampler: str
     halving: HalvingConfig | None = None
     tag: str = ""  # tells apart several early-stopping settings of one sampler
+    startup: int | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", self.sampler, "unknown sampler", SAMPLERS)
+        check_startup_trials(self.sampler, self.startup, "startup")
 
     @property
     def early_stopping(self) -> bool:
@@ -76,7 +81,8 @@ class Method:
 
     @property
     def name(self) -> str:
-        return self.sampler + ("+es" + self.tag if self.early_stopping else "") + (
+        start = "" if self.startup is None else f"-s{self.startup}"
+        return self.sampler + start + ("+es" + self.tag if self.early_stopping else "") + (
             "+promote" if self.promote else "")
 
 
@@ -162,7 +168,7 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
         study = optuna.create_study(directions=["maximize", "minimize"],
-                                    sampler=make_sampler(method.sampler, rep))
+                                    sampler=make_sampler(method.sampler, rep, method.startup))
         for k in range(n_trials):
             trial = study.ask()
             a = propose(trial)
@@ -226,8 +232,9 @@ def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: flo
               ) -> dict[str, dict[str, Any]]:
     """Per method: medians over repetitions of the final metrics, trials and epochs to
     ``target`` hypervolume ratio and trials until every true-front architecture is found
-    (exact recall 1; each inf when fewer than half the reps reach it), epochs used."""
-    from nas_attn.bench.metrics import first_reaching
+    (exact recall 1; each inf when fewer than half the reps reach it), epochs used; a 95 %
+    bootstrap interval of the median trials to ``target``."""
+    from nas_attn.bench.metrics import first_reaching, median_ci
 
     out: dict[str, dict[str, Any]] = {}
     for name, rs in runs.items():
@@ -238,6 +245,7 @@ def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: flo
         summary: dict[str, Any] = {
             "reps": len(rs), "trials": n,
             "trials_to_target": float(np.median(t_to)),
+            "trials_to_target_ci": list(median_ci(t_to)),
             "epochs_to_target": float(np.median(e_to)),
             "reached_target": float(np.mean(np.isfinite(t_to))),
             "trials_to_front": float(np.median(
