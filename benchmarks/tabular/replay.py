@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also replay each early-stopping setting with promotion of re-proposed "
                         "pruned architectures (early_stopping.promote: true in a study)")
     p.add_argument("--startup", type=int, nargs="*", default=[], metavar="N",
-                   help="also replay tpe and gp with N random startup trials (default 10), "
-                        "with and without the first early-stopping setting")
+                   help="also replay tpe (with and without the first early-stopping setting) "
+                        "and gp (without) with N random startup trials instead of 10")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default=None, help="write the summary and targets here")
     p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     write(args, table, configs, runs, main_s, None)  # kept even if GP is interrupted
     if args.gp_reps > 0 and args.gp_trials > 0:
         t1 = time.perf_counter()
-        gp_methods = [Method("gp", h, startup=n) for n in (None, *args.startup)
-                      for h in (None, configs[0][0])]
+        gp_methods = [Method("gp"), Method("gp", configs[0][0])]
+        gp_methods += [Method("gp", startup=n) for n in args.startup]
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)
