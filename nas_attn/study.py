@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_startup_trials
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
@@ -38,7 +39,6 @@ OBJECTIVES = {"val_accuracy": "maximize", "flops": "minimize", "params": "minimi
               "latency_ms": "minimize"}
 DIRECTIONS = ("maximize", "minimize")
 
-TIE_BREAKS = ("crowding", "hypervolume")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -70,24 +70,10 @@ class EarlyStopping:
     promote: bool = False  # resume a stopped architecture when it is proposed again
 
     def __post_init__(self) -> None:
-        _check_bool(self.enabled, "early_stopping.enabled")
-        _check_bool(self.promote, "early_stopping.promote")
-        _check_int(self.eta, "early_stopping.eta", 2)
-        _check_int(self.grace_epochs, "early_stopping.grace_epochs", 1)
-        if self.tie_break not in TIE_BREAKS:
-            raise ConfigError("early_stopping.tie_break", self.tie_break, "unknown tie-break",
-                              TIE_BREAKS)
-        if self.min_trials_at_rung is not None:
-            _check_int(self.min_trials_at_rung, "early_stopping.min_trials_at_rung", 1)
+        check_rule(self)  # the checks HalvingConfig makes, with the same field names
 
     def rungs(self, epochs: int) -> list[int]:
-        if not self.enabled:
-            return []
-        out, r = [], self.grace_epochs
-        while r < epochs:
-            out.append(r)
-            r *= self.eta
-        return out
+        return rung_epochs(self.grace_epochs, self.eta, epochs) if self.enabled else []
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

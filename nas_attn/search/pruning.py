@@ -61,6 +61,31 @@ def _int_field(name: str, value: Any, minimum: int) -> None:
         raise ConfigError(name, value, f"must be an integer >= {minimum}")
 
 
+def check_rule(cfg: Any) -> None:
+    """Validate the rule's settings that a study's ``early_stopping`` section and
+    :class:`HalvingConfig` share (``max_epochs`` comes from ``train.epochs`` in a study)."""
+    for name in ("enabled", "promote"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"early_stopping.{name}", getattr(cfg, name), "must be a boolean",
+                              [True, False])
+    _int_field("early_stopping.eta", cfg.eta, 2)
+    _int_field("early_stopping.grace_epochs", cfg.grace_epochs, 1)
+    if cfg.tie_break not in TIE_BREAKS:
+        raise ConfigError("early_stopping.tie_break", cfg.tie_break, "unknown tie-break",
+                          TIE_BREAKS)
+    if cfg.min_trials_at_rung is not None:
+        _int_field("early_stopping.min_trials_at_rung", cfg.min_trials_at_rung, 1)
+
+
+def rung_epochs(grace: int, eta: int, max_epochs: int) -> list[int]:
+    """Rung epochs ``grace * eta**k`` strictly below ``max_epochs``."""
+    out, r = [], grace
+    while r < max_epochs:
+        out.append(r)
+        r *= eta
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class HalvingConfig:
     """Settings of the Pareto successive-halving rule (``early_stopping`` in a study file).
@@ -77,14 +102,7 @@ class HalvingConfig:
     promote: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "promote"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(
-                    f"early_stopping.{name}", getattr(self, name), "must be a boolean",
-                    [True, False],
-                )
-        _int_field("early_stopping.eta", self.eta, 2)
-        _int_field("early_stopping.grace_epochs", self.grace_epochs, 1)
+        check_rule(self)
         _int_field("early_stopping.max_epochs", self.max_epochs, 1)
         if self.grace_epochs > self.max_epochs:
             raise ConfigError(
@@ -92,12 +110,6 @@ class HalvingConfig:
                 self.grace_epochs,
                 f"must be <= max_epochs ({self.max_epochs})",
             )
-        if self.tie_break not in TIE_BREAKS:
-            raise ConfigError(
-                "early_stopping.tie_break", self.tie_break, "unknown tie-break", TIE_BREAKS
-            )
-        if self.min_trials_at_rung is not None:
-            _int_field("early_stopping.min_trials_at_rung", self.min_trials_at_rung, 1)
 
     @property
     def min_trials(self) -> int:
@@ -105,11 +117,7 @@ class HalvingConfig:
 
     def rungs(self) -> list[int]:
         """Rung epochs ``grace * eta**k`` below ``max_epochs`` (independent of ``enabled``)."""
-        out, r = [], self.grace_epochs
-        while r < self.max_epochs:
-            out.append(r)
-            r *= self.eta
-        return out
+        return rung_epochs(self.grace_epochs, self.eta, self.max_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
