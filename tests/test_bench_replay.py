@@ -353,3 +353,13 @@ def test_trials_to_whole_front_exact():
     s = summarize(runs, tiny_table())
     assert s["a"]["trials_to_front"] == 4.0  # median of (3, 4, inf)
     assert math.isinf(s["b"]["trials_to_front"])  # median of (inf, 1)
+
+
+def test_epochs_to_levels_are_medians_of_first_reaching():
+    from nas_attn.bench.report import epochs_to_levels
+
+    runs = {"m": [_run("m", [0.5, 0.96, 1.0], [9, 9, 9]), _run("m", [0.91, 0.92, 0.99], [1, 3, 9]),
+                  _run("m", [0.2, 0.3, 0.4], [9, 9, 9])]}
+    got = epochs_to_levels(runs, (0.9, 0.95, 1.0))["m"]
+    # level 0.9: 18, 1, never -> median 18; 0.95: 18, 13, never -> 18; 1.0: 27, never, never
+    assert got == {"0.9": 18.0, "0.95": 18.0, "1": math.inf}

@@ -24,7 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nas_attn.bench.metrics import FrontScorer, rank_correlation_by_epoch, seed_rank_correlation
 from nas_attn.bench.replay import Method, replay, summarize
-from nas_attn.bench.report import curves, curves_svg, markdown_table, startup_bound, targets
+from nas_attn.bench.report import (
+    curves,
+    curves_svg,
+    epochs_to_levels,
+    markdown_table,
+    startup_bound,
+    targets,
+)
 from nas_attn.bench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
 
@@ -66,9 +73,10 @@ def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: f
                       "wall_seconds": None if gp_s is None else round(gp_s, 1)},
                "rank_correlation_by_epoch": rho,
                "seed_rank_correlation": seed_rho, "summary": summary, "targets": goals,
+               "epochs_to_hv_levels": epochs_to_levels(runs),
                "startup_oracle": bound}
         Path(args.json).write_text(json.dumps(_clean(out), indent=1) + "\n")
-    if args.svg:
+    if args.svg and gp_s is None:  # the plot leaves GP out (fewer trials, fewer reps)
         c = curves(runs, max_epochs=args.plot_epochs)
         Path(args.svg).write_text(curves_svg(c, y_min=args.plot_y_min) + "\n")
 
@@ -124,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)
-        print(f"gp: {len(gp_methods)} methods x {args.gp_reps} reps x {args.gp_trials} trials in {gp_s:.1f}s",
-              flush=True)
+        print(f"gp: {len(gp_methods)} methods x {args.gp_reps} reps x {args.gp_trials} trials "
+              f"in {gp_s:.1f}s", flush=True)
         write(args, table, configs, runs, main_s, gp_s)
     return 0
 

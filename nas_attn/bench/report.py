@@ -109,6 +109,18 @@ def _bound(pairs: Sequence[tuple[tuple[int, bool], float]], startup: int, level:
             "median_random": med_r, "max_speedup": med_r / med_o if med_o > 0 else float("inf")}
 
 
+LEVELS = (0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+
+
+def epochs_to_levels(runs: Mapping[str, Sequence[ReplayRun]], levels: Sequence[float] = LEVELS
+                     ) -> dict[str, dict[str, float]]:
+    """Per method, the median over repetitions of the epochs consumed until the HV ratio
+    first reaches each level (inf: half the repetitions or more never do)."""
+    return {name: {f"{lv:g}": float(np.median([first_reaching(r.metrics["hv_ratio"],
+                                                              r.consumed, lv) for r in rs]))
+                   for lv in levels} for name, rs in runs.items()}
+
+
 def targets(summary: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequence[ReplayRun]],
             n_archs: int, hv_target: float = 0.95) -> dict[str, Any]:
     """The issue's targets, measured.
