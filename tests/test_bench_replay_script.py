@@ -1,0 +1,40 @@
+"""``benchmarks/tabular/replay.py`` end to end on the shipped table, cut down: every method
+family (random, TPE, NSGA-II, their early-stopping and startup variants, GP) writes its
+summary, targets, startup bounds, HV-level epochs and the SVG plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "tabular" / "replay.py"
+
+pytestmark = pytest.mark.slow
+
+
+def test_cut_down_replay_writes_every_output(tmp_path):
+    out, svg = tmp_path / "r.json", tmp_path / "r.svg"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "24", "--workers", "2",
+         "--es", "3,1", "--startup", "5", "--gp-reps", "2", "--gp-trials", "12",
+         "--json", str(out), "--svg", str(svg)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    methods = {"random", "tpe", "nsga2", "random+es", "tpe+es", "nsga2+es", "tpe-s5",
+               "tpe-s5+es", "gp", "gp+es", "gp-s5"}
+    assert set(r["summary"]) == methods
+    assert set(r["epochs_to_hv_levels"]) == methods
+    assert r["gp"]["wall_seconds"] > 0 and r["summary"]["gp-s5"]["trials"] == 12
+    assert set(r["startup_oracle_by_startup"]) == {"10", "5"}
+    assert r["startup_oracle"] == r["startup_oracle_by_startup"]["10"]
+    lo, hi = r["summary"]["random"]["trials_to_target_ci"]
+    assert lo <= r["summary"]["random"]["trials_to_target"] <= hi
+    text = svg.read_text()  # the plot leaves GP out
+    assert text.startswith("<svg") and ">tpe-s5+es</text>" in text and ">gp" not in text
+    assert "startup oracle (5 random trials" in res.stdout
