@@ -209,5 +209,5 @@ def test_startup_trials_reach_the_model_samplers(name):
     assert options_for(study, {}).startup_trials == 4
     assert options_for(study, {"sampler": "random"}).startup_trials is None
     assert options_for(study, {"startup_trials": 6}).startup_trials == 6
-    with pytest.raises(ConfigError, match="search.startup_trials"):
+    with pytest.raises(ConfigError, match=r"search\.startup_trials"):
         options_for(study, {"sampler": "random", "startup_trials": 6})
