@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nas_attn.cli import main
@@ -29,3 +31,16 @@ def test_config_error_is_one_line_exit_2(tmp_path, capsys):
     assert main(["profile", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "missing.yaml" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--startup-trials", "0"], "search.startup_trials: must be an integer >= 1"),
+    (["--sampler", "nsga2", "--startup-trials", "5"], "not 'nsga2'"),
+])
+def test_search_refuses_a_bad_startup_before_starting_anything(extra, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    study = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+    assert main(["search", str(study), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()  # nothing half-written

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 STUDY = """\
 name: interrupt
 synthetic: {choices: 40, epochs: 3, epoch_seconds: 0.4}
-search: {trials: 8, sampler: random, seed: 3, max_concurrent: 2, cpus_per_trial: 1}
+search: {trials: 8, sampler: tpe, startup_trials: 3, seed: 3, max_concurrent: 2,
+         cpus_per_trial: 1}
 """
 
 
@@ -64,6 +65,7 @@ def _start_and_interrupt(tmp_path: Path, sig: int) -> tuple[Path, subprocess.Pop
             pass
     before = json.loads((run / "run.json").read_text())
     assert before["status"] in ("running", "interrupted")
+    assert before["options"]["startup_trials"] == 3  # the resumed segments' TPE starts so
     res = subprocess.run(_cli("resume", str(run), "--num-cpus", "2", "--quiet"), env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -211,3 +211,16 @@ def test_startup_trials_reach_the_model_samplers(name):
     assert options_for(study, {"startup_trials": 6}).startup_trials == 6
     with pytest.raises(ConfigError, match=r"search\.startup_trials"):
         options_for(study, {"sampler": "random", "startup_trials": 6})
+
+
+def test_every_run_segment_builds_its_sampler_with_the_options_startup():
+    from nas_attn.search import runner
+    from nas_attn.search.setup import SearchOptions, synthetic_setup
+    from nas_attn.search.synthetic import SyntheticProblem
+
+    opts = SearchOptions(trials=4, sampler="gp", startup_trials=2)
+    setup = synthetic_setup(SyntheticProblem(choices=4, epochs=1), "s", opts)
+    assert runner._sampler(setup, seed=7)._n_startup_trials == 2
+    # a resumed run rebuilds its options from run.json's record of them
+    again = SearchOptions(**opts.to_dict())
+    assert again.startup_trials == 2
