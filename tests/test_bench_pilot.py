@@ -56,6 +56,8 @@ def test_cut_down_pilot_writes_curves(tmp_path):
         acc = np.array(r["acc"])
         assert acc.shape == (2, 2, 1) and ((acc >= 0) & (acc <= 1)).all()
         assert r["space_size"] == 343 and r["train"]["epochs"] == 1
+        assert set(r["speedup_bound"]) == {"sample", "additive"} and len(r["pick"]) == 2
+        assert r["speedup_bound"]["additive"]["max_speedup"] >= 1.0
 
 
 def test_regimes_reproduce_the_recorded_pilot_and_sgd_is_the_shipped_recipe():
@@ -68,12 +70,15 @@ def test_regimes_reproduce_the_recorded_pilot_and_sgd_is_the_shipped_recipe():
     assert TrainConfig(**train) == TrainConfig(**gen.TABLE_TRAIN) and data == gen.TABLE_DATA
 
 
-def test_speedup_bound_of_a_sample_with_one_dominant_architecture():
-    # architecture 0 dominates (best accuracy, fewest FLOPs): the front is it alone, random
-    # draws find it within the 10 startup trials almost always, so no sampler can gain
-    acc = np.zeros((4, 2, 3))
-    for a, final in enumerate((0.9, 0.5, 0.6, 0.7)):
-        acc[a] = np.linspace(0.1, final, 3)
-    b = pilot.speedup_bound(acc, [1.0, 2.0, 3.0, 4.0], [{"x": i} for i in range(4)])
-    assert b["front"] == 1 and b["max_speedup"] == 1.0
-    assert b["median_random_to_95"] == b["median_oracle_to_95"] <= 10
+def test_speedup_bound_reads_the_sample_and_the_additive_model():
+    # a 2 x 2 product space; architecture 0 dominates (best accuracy, fewest FLOPs) and the
+    # accuracies are additive, so the model of the sample {0, 1, 2} predicts 3 exactly
+    params = [{"a": i, "b": j} for i in range(2) for j in range(2)]
+    final = np.array([0.9, 0.7, 0.6, 0.4])  # a=1 costs 0.3, b=1 costs 0.2
+    pick = np.array([0, 1, 2])
+    acc = np.stack([np.linspace(0.1, f, 3) for f in final[pick]])[:, None, :].repeat(2, axis=1)
+    assert pilot.additive_fit(final[pick], pick, params) == pytest.approx(final)
+    b = pilot.speedup_bound(acc, pick, params, [1.0, 2.0, 3.0, 4.0])
+    for reading in ("sample", "additive"):  # the front is architecture 0 alone, drawn 1 in 4
+        assert b[reading]["front"] == 1 and b[reading]["max_speedup"] == 1.0
+        assert b[reading]["median_random_to_95"] == b[reading]["median_oracle_to_95"] <= 10
