@@ -114,6 +114,15 @@ def test_objectives_from_run_json_and_from_study(study):
     assert vd.plotted_axes(OBJS[:1]) == (OBJS[0], vd.Objective("flops", "minimize"))
 
 
+def test_run_meta_names_the_sampler_and_its_startup(study):
+    info = {"sampler": "gp", "seed": 7}
+    assert vd.run_meta(study, info).sampler == "gp"
+    info["options"] = {"sampler": "gp", "startup_trials": 5}
+    assert vd.run_meta(study, info).sampler == "gp (5 random startup trials)"
+    info["options"]["startup_trials"] = None  # Optuna's default: nothing to say
+    assert vd.run_meta(study, info).sampler == "gp"
+
+
 def test_records(recs):
     assert [(r.number, r.state, r.accuracy, r.cost, r.epochs) for r in recs] == [
         (0, "COMPLETE", 0.80, 1000.0, 3), (1, "COMPLETE", 0.85, 2000.0, 3),

@@ -541,11 +541,15 @@ def table_rows(recs: Sequence[TrialRecord], front: Iterable[int] = ()) -> list[d
 def run_meta(study: Any, info: Mapping[str, Any] | None = None,
              study_yaml: str | None = None) -> RunMeta:
     info = info or {}
+    sampler = info.get("sampler")
+    startup = (info.get("options") or {}).get("startup_trials")
+    if sampler and startup is not None:
+        sampler = f"{sampler} ({startup} random startup trials)"
     return RunMeta(
         study_name=str(info.get("study_name") or study.study_name),
         objectives=objectives_of(study, info),
         run_id=info.get("run_id"), status=info.get("status"), seed=info.get("seed"),
-        sampler=info.get("sampler"), storage=info.get("storage"),
+        sampler=sampler, storage=info.get("storage"),
         requested_trials=info.get("requested_trials"), started_at=info.get("started_at"),
         ended_at=info.get("ended_at"), versions=dict(info.get("versions") or {}),
         study_yaml=study_yaml,
