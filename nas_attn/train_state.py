@@ -15,13 +15,12 @@ keeps its state, and a later trial of the same architecture resumes from it.
 from __future__ import annotations
 
 import dataclasses
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.files import write_atomically
 
 FORMAT = "nas-attn-train-state"
 VERSION = 1
@@ -62,15 +61,7 @@ def save_state(state: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file + rename)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(dict(state), tmp))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

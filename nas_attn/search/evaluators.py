@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from nas_attn.files import write_atomically
 from nas_attn.search.fingerprint import canonical_json
 from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name, state_name, worker_cache
 
@@ -57,14 +56,7 @@ def save_checkpoint(model: Any, path: Path, metadata: Mapping[str, str]) -> Path
     model = model.to("cpu")
     if any(p.dim() == 4 for p in model.parameters()):
         model = model.to(memory_format=torch.contiguous_format)  # after channels_last training
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_weights(model, tmp, metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: save_weights(model, tmp, metadata))
 
 
 def _keep(result: Any, spec_hash: str | None, checkpoint_dir: str | None, seed: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.files import write_atomically
 
 CRITERIA = ("max-accuracy", "min-flops", "knee")
 COSTS = ("flops", "params", "latency_ms")
@@ -56,13 +57,8 @@ def trials_frame(study: Any) -> Any:
 
 
 def write_trials_table(study: Any, run_dir: Path) -> Path:
-    import os
-
     df = trials_frame(study)
-    path = run_dir / "trials.csv"
-    tmp = run_dir / ".trials.csv.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    path = write_atomically(run_dir / "trials.csv", lambda tmp: df.to_csv(tmp, index=False))
     try:
         df.to_parquet(run_dir / "trials.parquet", index=False)
     except (ImportError, ValueError, TypeError):  # no pyarrow, or a column it cannot store

@@ -13,7 +13,6 @@ Layout (``runs/<study>-<YYYYmmdd-HHMMSS>`` by default)::
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.files import write_atomically
 
 RUN_JSON = "run.json"
 STUDY_YAML = "study.yaml"
@@ -52,9 +52,8 @@ def versions() -> dict[str, str]:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Atomic write (a kill -9 never leaves half a run.json)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_ended(path: Path, info: Mapping[str, Any], status: str) -> dict[str, Any]:
@@ -79,7 +78,5 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def write_study_yaml(run_dir: Path, resolved: Mapping[str, Any]) -> None:
     import yaml
 
-    tmp = run_dir / f".{STUDY_YAML}.tmp"
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(resolved, default=str)),
-                                  sort_keys=False))
-    os.replace(tmp, run_dir / STUDY_YAML)
+    text = yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False)
+    write_atomically(run_dir / STUDY_YAML, lambda tmp: tmp.write_text(text))
