@@ -179,6 +179,11 @@ def first_reaching(values: np.ndarray, axis_values: np.ndarray, target: float) -
     return float(axis_values[hit[0]]) if hit.size else float("inf")
 
 
+def trials_to(values: np.ndarray, target: float) -> float:
+    """The trial count (1-based) at which a per-trial metric first reaches ``target``."""
+    return first_reaching(values, np.arange(1, len(values) + 1), target)
+
+
 def on_grid(values: np.ndarray, consumed: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """A per-trial metric as a step function of cumulative epochs, sampled at ``grid``: the
     value after the last trial whose cumulative epochs are <= each grid point (0 before the

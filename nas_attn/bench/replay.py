@@ -234,13 +234,12 @@ def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: flo
     ``target`` hypervolume ratio and trials until every true-front architecture is found
     (exact recall 1; each inf when fewer than half the reps reach it), epochs used; a 95 %
     bootstrap interval of the median trials to ``target``."""
-    from nas_attn.bench.metrics import first_reaching, median_ci
+    from nas_attn.bench.metrics import first_reaching, median_ci, trials_to
 
     out: dict[str, dict[str, Any]] = {}
     for name, rs in runs.items():
         n = len(rs[0].archs)
-        trials_axis = np.arange(1, n + 1)
-        t_to = [first_reaching(r.metrics["hv_ratio"], trials_axis, target) for r in rs]
+        t_to = [trials_to(r.metrics["hv_ratio"], target) for r in rs]
         e_to = [first_reaching(r.metrics["hv_ratio"], r.consumed, target) for r in rs]
         summary: dict[str, Any] = {
             "reps": len(rs), "trials": n,
@@ -249,7 +248,7 @@ def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: flo
             "epochs_to_target": float(np.median(e_to)),
             "reached_target": float(np.mean(np.isfinite(t_to))),
             "trials_to_front": float(np.median(
-                [first_reaching(r.metrics["recall_exact"], trials_axis, 1.0) for r in rs])),
+                [trials_to(r.metrics["recall_exact"], 1.0) for r in rs])),
             "epochs_total": float(np.median([r.consumed[-1] for r in rs])),
             "complete": float(np.median([r.complete.sum() for r in rs])),
             "unique_archs": float(np.median([len(set(r.archs.tolist())) for r in rs])),

@@ -23,6 +23,7 @@ from nas_attn.bench.metrics import (
     ratio_ci,
     startup_oracle_trials,
     trace_metrics,
+    trials_to,
 )
 from nas_attn.bench.replay import ReplayRun
 
@@ -70,7 +71,7 @@ def startup_bound(random_runs: Sequence[ReplayRun], scorer: FrontScorer,
     for r in random_runs:
         done = [int(a) for a, c in zip(r.archs[:startup], r.complete[:startup], strict=True)
                 if c]
-        rand = first_reaching(r.metrics["hv_ratio"], np.arange(1, len(r.archs) + 1), level)
+        rand = trials_to(r.metrics["hv_ratio"], level)
         pairs.append((startup_oracle_trials(scorer, done, level), rand))
     return _bound(pairs, startup, level)
 
@@ -94,7 +95,7 @@ def sampled_startup_bound(scorer: FrontScorer, weights: Sequence[float] | None =
     for _ in range(reps):
         draws = rng.choice(n, size=trials, p=p)
         hv = trace_metrics(scorer, draws, [True] * trials)["hv_ratio"]
-        rand = first_reaching(hv, np.arange(1, trials + 1), level)
+        rand = trials_to(hv, level)
         pairs.append((startup_oracle_trials(scorer, draws[:startup].tolist(), level), rand))
     return _bound(pairs, startup, level)
 
@@ -145,9 +146,8 @@ def targets(summary: Mapping[str, Mapping[str, Any]], runs: Mapping[str, Sequenc
         best = min(full, key=lambda k: plain[k]["trials_to_target"])
         b = plain[best]["trials_to_target"]
         r = ref["trials_to_target"] if ref else math.inf
-        hv_trials = {k: [first_reaching(x.metrics["hv_ratio"], np.arange(1, len(x.archs) + 1),
-                                        hv_target) for x in runs[k]] for k in (best, "random")
-                     if k in runs}
+        hv_trials = {k: [trials_to(x.metrics["hv_ratio"], hv_target) for x in runs[k]]
+                     for k in (best, "random") if k in runs}
         out["search"] = {
             "best": best, "best_trials": b, "random_trials": r,
             "speedup_vs_random": (r / b) if b > 0 and math.isfinite(b) else None,

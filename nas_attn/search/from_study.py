@@ -58,8 +58,7 @@ def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
     if overrides.get("sampler") not in (None, *STARTUP_SAMPLERS) and overrides.get(
             "startup_trials") is None:
         base["startup_trials"] = None  # the study's startup belongs to its own model sampler
-    allowed = ("trials", "sampler", "seed", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
-               "startup_trials")
+    allowed = SearchOptions.__dataclass_fields__  # keep_checkpoints is an evaluator setting
     return SearchOptions(**{k: base[k] for k in allowed if k in base})
 
 
