@@ -81,3 +81,32 @@ def test_proposer_is_seed_major_and_skips_trained_pairs():
         got.append((tr.user_attrs["table_arch"], tr.user_attrs["table_seed"]))
         assert p.spec_hash == pair_hash(hashes[got[-1][0]], got[-1][1])
     assert got == [(0, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+
+
+def test_collect_reads_the_runners_per_epoch_record():
+    """The table's curves come from each trial's ``intermediate`` record in the Optuna
+    storage; reused trials and trials missing an epoch leave NaN."""
+    import optuna
+
+    from nas_attn.bench.generate import collect, curve_of
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(arch: int, seed: int, curve: dict, **attrs) -> None:
+        tr = study.ask()
+        for k, v in {"table_arch": arch, "table_seed": seed, "intermediate": curve,
+                     "train_seconds": 2.5, **attrs}.items():
+            tr.set_user_attr(k, v)
+        study.tell(tr, [0.5, 1.0])
+
+    full = {str(e): [e / 10, 1.0] for e in (1, 2, 3)}
+    add(0, 0, full)
+    add(1, 0, {"1": [0.1, 1.0], "3": [0.3, 1.0]})  # epoch 2 missing
+    add(1, 1, full, reused=True)
+    add(0, 7, full)  # a seed outside the table
+    acc, secs = collect(study, n_archs=2, seeds=[0, 1], epochs=3)
+    np.testing.assert_allclose(acc[0, 0], [0.1, 0.2, 0.3], rtol=1e-6)
+    assert np.isnan(acc[1]).all() and np.isnan(acc[0, 1]).all()
+    assert secs[0, 0] == 2.5 and np.isnan(secs[1]).all()
+    assert curve_of(study.trials[0], 2) == [0.1, 0.2]
+    assert curve_of(study.trials[1], 3) is None

@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
                                   storage=storage.default_url(run_dir))
         skip = {t.user_attrs["spec_hash"] for t in study.get_trials(deepcopy=False)
                 if t.state.name == "COMPLETE" and "spec_hash" in t.user_attrs}
-    settings = settings_of(args)
     setup = build_setup(args, settings, specs, hashes, costs, skip)
     t_run = time.time()
     if not setup.propose.pairs:
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     study = optuna.load_study(study_name="tabular-attention", storage=storage.default_url(run_dir))
     epochs = int(settings["train"]["epochs"])
-    acc, secs = gen.collect(study, run_dir, len(specs), args.seeds, epochs)
+    acc, secs = gen.collect(study, len(specs), args.seeds, epochs)
     missing = int(np.isnan(acc[:, :, -1]).sum())
     if missing:
         print(f"{missing} (arch, seed) pairs have no curve; rerun with --resume", flush=True)

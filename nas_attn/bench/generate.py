@@ -6,19 +6,16 @@ architectures with seed 0, then seed 1, ...), so an interrupted generation still
 seeds. The sampler the runner builds is not consulted: the proposer ignores the Optuna trial's
 suggestions and records the pair as user attributes (``table_arch``, ``table_seed``). The
 evaluator (:func:`evaluate`, run in the Ray workers) trains the spec with
-:func:`nas_attn.train.train_spec` using the pair's seed and reports every epoch; per-epoch
-validation accuracies are read back from Ray's own per-trial ``result.json`` logs, since the
-Optuna study keeps only final values.
+:func:`nas_attn.train.train_spec` using the pair's seed and reports every epoch; the per-epoch
+validation accuracies are read back from the runner's record of each trial in the Optuna
+storage (:func:`curve_of`). Ray's per-trial ``result.json`` logs hold them too, but a killed
+generation can leave their last lines unwritten while the Optuna trial is COMPLETE.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
-import os
 from collections.abc import Callable, Collection, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,30 +135,23 @@ def evaluate(spec: dict, settings: dict, report_epoch: Callable[[Mapping[str, An
     train_spec(spec["arch"], bundle, cfg, callback)
 
 
-def read_curves(run_dir: Path) -> dict[str, dict[int, float]]:
-    """``{pair spec hash: {epoch: val_accuracy}}`` from Ray's per-trial ``result.json`` files."""
-    curves: dict[str, dict[int, float]] = {}
-    pattern = os.path.join(str(run_dir), "ray", "segment-*", "trial_*", "result.json")
-    for path in sorted(glob.glob(pattern)):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                row = json.loads(line)
-                if "spec_hash" in row and "val_accuracy" in row and "epoch" in row:
-                    curves.setdefault(row["spec_hash"], {})[int(row["epoch"])] = float(
-                        row["val_accuracy"])
-    return curves
+def curve_of(trial: Any, epochs: int) -> list[float] | None:
+    """Validation accuracies at epochs ``1..epochs`` of a runner trial, from the runner's own
+    per-epoch record in the Optuna storage (the ``intermediate`` user attribute: ``{"<epoch>":
+    [accuracy, cost]}``); None when an epoch is missing."""
+    curve = trial.user_attrs.get("intermediate") or {}
+    try:
+        return [float(curve[str(e)][0]) for e in range(1, epochs + 1)]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
-def collect(study: Any, run_dir: Path, n_archs: int, seeds: Sequence[int], epochs: int
+def collect(study: Any, n_archs: int, seeds: Sequence[int], epochs: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """``(acc, seconds)``: acc ``(n_archs, n_seeds, epochs)`` (NaN where missing) and the
-    training seconds ``(n_archs, n_seeds)`` of every COMPLETE trial of the study."""
+    training seconds ``(n_archs, n_seeds)`` of every COMPLETE, trained (not reused) trial."""
     from optuna.trial import TrialState
 
-    curves = read_curves(run_dir)
     acc = np.full((n_archs, len(seeds), epochs), np.nan, dtype=np.float32)
     secs = np.full((n_archs, len(seeds)), np.nan, dtype=np.float32)
     col = {s: i for i, s in enumerate(seeds)}
@@ -169,8 +159,8 @@ def collect(study: Any, run_dir: Path, n_archs: int, seeds: Sequence[int], epoch
         a, s = t.user_attrs.get("table_arch"), t.user_attrs.get("table_seed")
         if a is None or s not in col or t.user_attrs.get("reused"):
             continue
-        curve = curves.get(t.user_attrs.get("spec_hash"), {})
-        if all(e in curve for e in range(1, epochs + 1)):
-            acc[a, col[s]] = [curve[e] for e in range(1, epochs + 1)]
+        curve = curve_of(t, epochs)
+        if curve is not None:
+            acc[a, col[s]] = curve
             secs[a, col[s]] = float(t.user_attrs.get("train_seconds", np.nan))
     return acc, secs
