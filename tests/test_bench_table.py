@@ -11,7 +11,8 @@ import pytest
 from nas_attn.bench.table import KEYS, SCHEMA_VERSION, Table, load_table, params_key, save_table
 from nas_attn.errors import ConfigError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "benchmarks/tabular/data/attention343.npz"
+DATA = Path(__file__).resolve().parents[1] / "benchmarks/tabular/data"
+SHIPPED_NAMES = ("attention343", "rfa256")  # each a key of generate.TABLE_SPACES
 
 
 def small_table(**over) -> Table:
@@ -72,16 +73,22 @@ def test_bad_files(tmp_path):
         small_table().lookup({"a": 7, "b": 0})
 
 
+@pytest.fixture(scope="module", params=SHIPPED_NAMES)
+def shipped_name(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def shipped():
-    assert SHIPPED.is_file(), "the tabular benchmark file is missing (generate_table.py)"
-    return load_table(SHIPPED)
+def shipped(shipped_name):
+    path = DATA / f"{shipped_name}.npz"
+    assert path.is_file(), f"the tabular benchmark file {path} is missing (generate_table.py)"
+    return load_table(path)
 
 
-def test_shipped_table_schema(shipped):
+def test_shipped_table_schema(shipped, shipped_name):
     t = shipped
     assert 256 <= t.n_archs <= 1024 and t.n_seeds >= 3 and t.epochs >= 3
-    assert SHIPPED.stat().st_size < 3 * 2**20
+    assert (DATA / f"{shipped_name}.npz").stat().st_size < 3 * 2**20
     gen = t.meta["generation"]
     for key in ("generation_seconds", "cpu", "cpu_count", "platform"):
         assert key in gen
@@ -125,10 +132,11 @@ def test_shipped_entries_retrain_within_seed_noise(shipped):
         assert abs(got[-1] - float(t.acc[i, col, -1])) <= tol, (i, got, t.acc[i, col])
 
 
-def test_table_spaces_are_named_by_their_file_and_sized_for_a_table(shipped):
+def test_table_spaces_are_named_by_their_file_and_sized_for_a_table(shipped, shipped_name):
     from nas_attn.bench import generate as gen
 
     for name, space in gen.TABLE_SPACES.items():
         n = len(gen.enumerate_archs(gen.table_space(space)))
         assert 256 <= n <= 1024 and name.endswith(str(n)), (name, n)
-    assert shipped.meta["space"] == gen.TABLE_SPACES[SHIPPED.stem]
+    assert set(SHIPPED_NAMES) == set(gen.TABLE_SPACES)
+    assert shipped.meta["space"] == gen.TABLE_SPACES[shipped_name]

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                                   storage=storage.default_url(run_dir))
         skip = {t.user_attrs["spec_hash"] for t in study.get_trials(deepcopy=False)
                 if t.state.name == "COMPLETE" and "spec_hash" in t.user_attrs}
+    settings = settings_of(args)
     setup = build_setup(args, settings, specs, hashes, costs, skip)
     t_run = time.time()
     if not setup.propose.pairs:
