@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nas_attn.search.outcome import INTERMEDIATE
+
 EVALUATOR = "nas_attn.bench.generate:evaluate"
 
 # The table's space: none/SE/ECA/CBAM at post_bn or post_add, per stage, in the "tiny" ResNet
@@ -139,7 +141,7 @@ def curve_of(trial: Any, epochs: int) -> list[float] | None:
     """Validation accuracies at epochs ``1..epochs`` of a runner trial, from the runner's own
     per-epoch record in the Optuna storage (the ``intermediate`` user attribute: ``{"<epoch>":
     [accuracy, cost]}``); None when an epoch is missing."""
-    curve = trial.user_attrs.get("intermediate") or {}
+    curve = trial.user_attrs.get(INTERMEDIATE) or {}
     try:
         return [float(curve[str(e)][0]) for e in range(1, epochs + 1)]
     except (KeyError, IndexError, TypeError, ValueError):

@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 import optuna
 
 from nas_attn.errors import ConfigError
+from nas_attn.search.outcome import INTERMEDIATE
 from nas_attn.search.pruning import (
     CONTINUE,
     DEFAULT_DIRECTIONS,
@@ -47,7 +48,6 @@ from nas_attn.search.pruning import (
     decide,
 )
 
-INTERMEDIATE = "intermediate"
 DECISIONS = "rung_decisions"
 
 

@@ -26,6 +26,8 @@ from typing import Any
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
 REUSABLE_FAILS = ("nonfinite", "missing_metric")
 ACCURACY = "val_accuracy"
+# the per-epoch record of a trial (user attr): {"<epoch>": [accuracy, cost], ...}
+INTERMEDIATE = "intermediate"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from nas_attn.search.outcome import (
     ACCURACY,
     COMPLETE,
     FAIL,
+    INTERMEDIATE,
     PRUNED,
     REUSABLE_FAILS,
     Objective,
@@ -372,7 +373,7 @@ class AskTellSearcher(TrialBookkeeping):
         attrs.setdefault("counts", True)
         attrs["train_seconds"] = round(time.time() - p.started, 3)
         if p.curve:  # per-epoch values, the format of the Optuna pruner (read by the dashboard)
-            attrs["intermediate"] = {**self._earlier_curve(h, p), **p.curve}
+            attrs[INTERMEDIATE] = {**self._earlier_curve(h, p), **p.curve}
         if p.last_result:
             for k in ("images_per_s", "train_loss", "val_loss"):
                 v = p.last_result.get(k)
@@ -394,7 +395,7 @@ class AskTellSearcher(TrialBookkeeping):
         if not p.resume_epoch:
             return {}
         earlier = self._done.get(h) if h in self._done else None
-        curve = earlier.user_attrs.get("intermediate") if earlier is not None else None
+        curve = earlier.user_attrs.get(INTERMEDIATE) if earlier is not None else None
         return {k: v for k, v in (curve or {}).items() if int(k) <= p.resume_epoch}
 
     def _copy_failure(self, trial: Any, out: Outcome, number: int) -> None:
