@@ -68,6 +68,7 @@ class EarlyStopping:
     tie_break: str = "crowding"
     min_trials_at_rung: int | None = None
     promote: bool = False  # resume a stopped architecture when it is proposed again
+    stop_dominated: bool = False  # also stop a trial dominated at the rung (see pruning)
 
     def __post_init__(self) -> None:
         check_rule(self)  # the checks HalvingConfig makes, with the same field names

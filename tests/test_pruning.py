@@ -33,6 +33,7 @@ def test_rungs():
         ({"tie_break": "random"}, "early_stopping.tie_break"),
         ({"min_trials_at_rung": 0}, "early_stopping.min_trials_at_rung"),
         ({"enabled": "yes"}, "early_stopping.enabled"),
+        ({"stop_dominated": 1}, "early_stopping.stop_dominated"),
     ],
 )
 def test_config_validation(kwargs, field):
@@ -121,6 +122,40 @@ def test_fewer_than_eta_trials_all_continue():
     rows = [("good", 0.9, 1.0), ("bad", 0.1, 9.0)]
     assert decide(rows, "bad", eta=3)  # n=2 < eta: not enough trials to split a top third
     assert not decide(rows, "bad", eta=3, min_trials=1)  # ASHA-strict: top ceil(2/3)=1
+
+
+def test_stop_dominated_stops_a_dominated_trial_inside_the_quota():
+    # fronts {a}, {b}, {c}, {d}; ceil(4/3) = 2 keeps b, though a dominates it
+    rows = [("a", 0.9, 1.0), ("b", 0.8, 2.0), ("c", 0.7, 3.0), ("d", 0.6, 4.0)]
+    assert [t for t, *_ in rows if decide(rows, t, eta=3)] == ["a", "b"]
+    assert [t for t, *_ in rows if decide(rows, t, eta=3, stop_dominated=True)] == ["a"]
+    # with fewer than min_trials the quantile lets everything go on, domination does not
+    assert decide(rows[:2], "b", eta=3)
+    assert not decide(rows[:2], "b", eta=3, stop_dominated=True)
+    # equal on both objectives is not domination; better on one and worse on the other neither
+    same = [("a", 0.9, 1.0), ("a2", 0.9, 1.0), ("cheap", 0.5, 0.5)]
+    # (min_trials 4: the quantile lets all three go on, so only domination could stop one)
+    assert all(decide(same, t, eta=3, min_trials=4, stop_dominated=True) for t, *_ in same)
+
+
+def test_stop_dominated_keeps_the_non_dominated_part_of_the_quota():
+    rng = np.random.default_rng(1)
+    for n in range(1, 20):
+        rows = [(i, float(a), float(f)) for i, (a, f) in enumerate(rng.random((n, 2)))]
+        quota = set(rank_rung(rows)[: math.ceil(n / 3)])
+        front = {i for i, a, f in rows
+                 if not any(b >= a and g <= f and (b > a or g < f) for _, b, g in rows)}
+        kept = {t for t, *_ in rows if decide(rows, t, eta=3, min_trials=1, stop_dominated=True)}
+        assert kept == quota & front
+        assert kept  # the best-ranked trial is always non-dominated
+
+
+def test_stop_dominated_through_the_stateful_rule():
+    h = ParetoHalving(HalvingConfig(max_epochs=9, stop_dominated=True))  # rungs 1, 3
+    assert h.report("a", 1, 0.5, 1.0) == "continue"
+    assert h.report("b", 1, 0.4, 2.0) == "stop"  # second arrival, dominated by a
+    assert h.report("c", 1, 0.6, 2.0) == "continue"  # more accurate, dearer: not dominated
+    assert ParetoHalving.from_dict(json.loads(json.dumps(h.to_dict()))).config.stop_dominated
 
 
 def test_tie_breaks_crowding_vs_hypervolume():

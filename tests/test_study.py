@@ -111,6 +111,7 @@ def test_space_path_is_relative_to_the_study_file(tmp_path):
     ({"early_stopping": {"patience": 2}}, "early_stopping.patience", "grace_epochs"),
     ({"early_stopping": {"patience": 2}}, "early_stopping.patience", "promote"),
     ({"early_stopping": {"promote": "yes"}}, "early_stopping.promote", "True"),
+    ({"early_stopping": {"stop_dominated": "yes"}}, "early_stopping.stop_dominated", "False"),
     ({"train": {"epochs": 0}}, "train.epochs", ">= 1"),
     ({"train": {"epoch": 3}}, "train.epoch", "epochs"),
     ({"data": {"name": "mnist"}}, "data.name", "cluttered-digits"),

@@ -113,6 +113,7 @@ class MOPruner:
             self.directions,
             self.config.tie_break,
             self.config.min_trials,
+            self.config.stop_dominated,
         )
         trial.set_user_attr(_rung_key(rung), {"values": [accuracy, flops], "t": time.time()})
         done[str(rung)] = CONTINUE if go_on else STOP

@@ -14,6 +14,11 @@ Rules (decided here, documented in docs/early-stopping.md)
   included. ``ceil`` (not ``floor``) so that at least one trial always goes on.
 - While ``n < min_trials_at_rung`` (default ``eta``) the arriving trial goes on unconditionally:
   fewer than ``eta`` trials cannot be split into a top ``1/eta``.
+- ``stop_dominated`` (off by default): the arriving trial also stops when a trial already in
+  the rung table dominates it there (accuracy at the rung at least as good, cost no larger, one
+  strictly better), whatever the table's size. The quantile alone lets half the trials of a
+  small table go on; on the tabular benchmark this option saves about 5 points of the epochs
+  (docs/early-stopping.md).
 - Asynchronous: decisions are taken on arrival and never revised. The same trials can thus be
   decided differently in a different arrival order; a trial that went on while the table was
   small can still be stopped at the next rung.
@@ -64,7 +69,7 @@ def _int_field(name: str, value: Any, minimum: int) -> None:
 def check_rule(cfg: Any) -> None:
     """Validate the rule's settings that a study's ``early_stopping`` section and
     :class:`HalvingConfig` share (``max_epochs`` comes from ``train.epochs`` in a study)."""
-    for name in ("enabled", "promote"):
+    for name in ("enabled", "promote", "stop_dominated"):
         if not isinstance(getattr(cfg, name), bool):
             raise ConfigError(f"early_stopping.{name}", getattr(cfg, name), "must be a boolean",
                               [True, False])
@@ -100,6 +105,7 @@ class HalvingConfig:
     tie_break: Literal["crowding", "hypervolume"] = "crowding"
     min_trials_at_rung: int | None = None
     promote: bool = False
+    stop_dominated: bool = False
 
     def __post_init__(self) -> None:
         check_rule(self)
@@ -182,13 +188,15 @@ def decide(
     directions: Sequence[str] = DEFAULT_DIRECTIONS,
     tie_break: str = "crowding",
     min_trials: int | None = None,
+    stop_dominated: bool = False,
 ) -> bool:
     """True when ``trial_id`` goes on past this rung (False: stop it).
 
     ``rung_rows`` is every ``(trial_id, accuracy_at_rung, flops)`` (more generally
     ``(trial_id, *objectives)`` matching ``directions``) that reached the rung so far, the
     candidate included. The candidate goes on iff fewer than ``min_trials`` (default ``eta``)
-    trials are in the table, or it ranks in the top ``ceil(n / eta)``.
+    trials are in the table, or it ranks in the top ``ceil(n / eta)``. With
+    ``stop_dominated`` it stops whenever another trial of the table dominates it.
     """
     _int_field("eta", eta, 2)
     min_trials = eta if min_trials is None else min_trials
@@ -198,9 +206,18 @@ def decide(
         raise ConfigError("trial_id", trial_id, "the candidate must be in rung_rows")
     n = len(ids)
     ranked = rank_rung(rung_rows, directions, tie_break)
+    if stop_dominated and _dominated(rung_rows, ids.index(trial_id), directions):
+        return False
     if n < min_trials:
         return True
     return trial_id in ranked[: math.ceil(n / eta)]
+
+
+def _dominated(rung_rows: Sequence[Sequence[Any]], i: int, directions: Sequence[str]) -> bool:
+    """Whether another row of the table Pareto-dominates row ``i``."""
+    pmin = _to_min(np.asarray([list(row[1:]) for row in rung_rows], dtype=float), directions)
+    others = np.delete(pmin, i, axis=0)
+    return bool(np.any(np.all(others <= pmin[i], axis=1) & np.any(others < pmin[i], axis=1)))
 
 
 class ParetoHalving:
@@ -259,6 +276,7 @@ class ParetoHalving:
             self.directions,
             self.config.tie_break,
             self.config.min_trials,
+            self.config.stop_dominated,
         )
         decision = CONTINUE if go_on else STOP
         self.decisions[key] = decision
