@@ -130,6 +130,24 @@ def test_replay_with_pareto_halving():
     assert run.consumed[-1] < plain.consumed[-1]
 
 
+def test_oracle_ranking_sees_the_mean_final_accuracy_not_the_curve():
+    t = product_table(epochs=4)
+    acc = t.acc.copy()
+    acc[:, :, :-1] = 1.0 - acc[:, :, :-1]  # early epochs now rank the architectures backwards
+    flipped = from_curves(acc, t.flops, t.params, list(t.arch_params), t.seeds)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2
+
+    def run(table, oracle):
+        r = replay_once(table, Method("random", cfg, oracle_ranking=oracle), 40, rep=5)
+        return r.epochs.tolist(), r.complete.tolist()
+
+    # the random sampler proposes the same architectures whatever it is told, so only what the
+    # rungs see can change the decisions: with the oracle it is the same on both tables
+    assert run(t, True) == run(flipped, True)
+    assert run(t, False) != run(flipped, False)
+    assert Method("random", cfg, oracle_ranking=True).name == "random+es+oracle"
+
+
 def test_promotion_resumes_pruned_architectures_without_paying_twice():
     t = product_table(epochs=4)
     cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2
@@ -253,6 +271,9 @@ def test_bad_inputs():
         replay_once(t, Method("random", HalvingConfig(max_epochs=9)), 5, rep=0)
     with pytest.raises(ConfigError, match="n_trials"):
         replay_once(t, Method("random"), 0, rep=0)
+    with pytest.raises(ConfigError, match="early stopping") as e:
+        Method("random", oracle_ranking=True)
+    assert e.value.field == "oracle_ranking"
 
 
 def _run(name, hv, epochs, recall=None):
@@ -283,6 +304,7 @@ def test_targets_exact():
     assert es["hv_level"] == 0.95 and es["epoch_ratio"] == pytest.approx(13 / 18)
     assert es["final_hv_keep"] == pytest.approx(0.97 / 0.98) and es["keep_ok"]
     assert not es["epoch_ratio_ok"]
+    assert es["epoch_ratio_ci95"] == pytest.approx([13 / 18, 13 / 18])  # one rep each
 
     # A sampler replayed with fewer trials counts when it reached the target (its median is
     # measured), not when it did not.

@@ -21,13 +21,14 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     out, svg = tmp_path / "r.json", tmp_path / "r.svg"
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "24", "--workers", "2",
-         "--es", "3,1", "--startup", "5", "--gp-reps", "2", "--gp-trials", "12",
+         "--es", "3,1", "3,1,dom", "--oracle", "--startup", "5", "--gp-reps", "2", "--gp-trials", "12",
          "--json", str(out), "--svg", str(svg)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
-    methods = {"random", "tpe", "nsga2", "random+es", "tpe+es", "nsga2+es", "tpe-s5",
-               "tpe-s5+es", "gp", "gp+es", "gp-s5"}
+    es = {f"{s}+es{tag}" for s in ("random", "tpe", "nsga2") for tag in ("", "(3,1,dom)")}
+    methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", "gp", "gp+es", "gp-s5",
+               *es, *(m + "+oracle" for m in es)}
     assert set(r["summary"]) == methods
     assert set(r["epochs_to_hv_levels"]) == methods
     assert r["gp"]["wall_seconds"] > 0 and r["summary"]["gp-s5"]["trials"] == 12
@@ -38,3 +39,14 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     text = svg.read_text()  # the plot leaves GP out
     assert text.startswith("<svg") and ">tpe-s5+es</text>" in text and ">gp" not in text
     assert "startup oracle (5 random trials" in res.stdout
+    assert [h["stop_dominated"] for h in r["halving"]] == [False, True]
+    ratio = r["targets"]["early_stopping"]["random+es(3,1,dom)"]
+    assert len(ratio["epoch_ratio_ci95"]) == 2
+
+
+@pytest.mark.parametrize("bad", ["3", "3,1,x", "a,1"])
+def test_bad_early_stopping_setting_is_refused(bad):
+    res = subprocess.run([sys.executable, str(SCRIPT), "--reps", "1", "--es", bad],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode != 0
+    assert f"--es: {bad!r}" in res.stderr and "ETA,GRACE,dom" in res.stderr

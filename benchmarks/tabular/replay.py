@@ -86,6 +86,16 @@ def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: f
         Path(args.svg).write_text(curves_svg(c, y_min=args.plot_y_min) + "\n")
 
 
+def es_setting(text: str, max_epochs: int) -> HalvingConfig:
+    """``"ETA,GRACE"`` or ``"ETA,GRACE,dom"`` as a :class:`HalvingConfig`."""
+    parts = text.split(",")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "dom") or not all(
+            p.strip().isdigit() for p in parts[:2]):
+        raise SystemExit(f"--es: {text!r} is not ETA,GRACE or ETA,GRACE,dom (e.g. 3,1 3,1,dom)")
+    return HalvingConfig(max_epochs=max_epochs, eta=int(parts[0]), grace_epochs=int(parts[1]),
+                         stop_dominated=len(parts) == 3)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", default="benchmarks/tabular/data/attention343.npz")
@@ -94,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"])
     p.add_argument("--gp-reps", type=int, default=3)
     p.add_argument("--gp-trials", type=int, default=100)
-    p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE",
-                   help="early-stopping settings to compare (eta,grace_epochs); the first is "
-                        "named SAMPLER+es, the others SAMPLER+es(eta,grace)")
+    p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE[,dom]",
+                   help="early-stopping settings to compare (eta,grace_epochs, and ',dom' for "
+                        "early_stopping.stop_dominated: true); the first is named SAMPLER+es, "
+                        "the others SAMPLER+es(SETTING)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also replay each early-stopping setting with oracle ranking (the rungs "
+                        "see the mean final accuracy): what the rule costs with perfect ranking")
     p.add_argument("--promote", action="store_true",
                    help="also replay each early-stopping setting with promotion of re-proposed "
                         "pruned architectures (early_stopping.promote: true in a study)")
@@ -114,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"table: {table.summary()}")
     configs = []
     for i, text in enumerate(args.es):
-        eta, grace = (int(v) for v in text.split(","))
-        tag = "" if i == 0 else f"({eta},{grace})"
-        configs.append((HalvingConfig(max_epochs=table.epochs, eta=eta, grace_epochs=grace), tag))
+        configs.append((es_setting(text, table.epochs), "" if i == 0 else f"({text})"))
     methods = [Method(s) for s in args.samplers]
     methods += [Method(s, cfg, tag) for cfg, tag in configs for s in args.samplers]
+    if args.oracle:
+        methods += [Method(s, cfg, tag, oracle_ranking=True) for cfg, tag in configs
+                    for s in args.samplers]
     if args.promote:
         methods += [Method(s, replace(cfg, promote=True), tag) for cfg, tag in configs
                     for s in args.samplers]

@@ -17,6 +17,11 @@ FLOPs minimise; in-memory storage) through ask/tell, exactly as the runner's sea
    never enters the front and the samplers ignore it. Otherwise it consumes the full budget
    and is told ``COMPLETE`` with (final accuracy of the drawn seed, FLOPs).
 
+``Method(oracle_ranking=True)`` is an analysis, not a search: the rung sees the table's mean
+final accuracy of the architecture instead of the drawn seed's accuracy at the rung, so the rule
+ranks perfectly. What that replay still spends is the cost of the rule itself (what it lets go on),
+not of its noisy ranking.
+
 Trials run one after another (asynchronous halving with sequential arrivals); a real run
 with concurrent workers decides some trials earlier or later.
 
@@ -64,11 +69,15 @@ class Method:
     halving: HalvingConfig | None = None
     tag: str = ""  # tells apart several early-stopping settings of one sampler
     startup: int | None = None
+    oracle_ranking: bool = False  # rungs see the mean final accuracy (see the module doc)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", self.sampler, "unknown sampler", SAMPLERS)
         check_startup_trials(self.sampler, self.startup, "startup")
+        if self.oracle_ranking and not self.early_stopping:
+            raise ConfigError("oracle_ranking", True, "needs early stopping (an enabled "
+                              "halving setting) to rank anything")
 
     @property
     def early_stopping(self) -> bool:
@@ -83,7 +92,7 @@ class Method:
     def name(self) -> str:
         start = "" if self.startup is None else f"-s{self.startup}"
         return self.sampler + start + ("+es" + self.tag if self.early_stopping else "") + (
-            "+promote" if self.promote else "")
+            "+promote" if self.promote else "") + ("+oracle" if self.oracle_ranking else "")
 
 
 @dataclass
@@ -153,6 +162,7 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     propose = _Proposer(table)
     rng = np.random.default_rng([rep, 0x7AB])
     flops = table.flops
+    mean_final = table.final_mean
     halving = ParetoHalving(method.halving) if method.early_stopping else None
     rungs = [r for r in method.halving.rungs() if r < table.epochs] if halving else []
     if halving is not None and method.halving.max_epochs != table.epochs:
@@ -184,8 +194,8 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
                 curve = table.acc[a, s]
                 stopped_at = None
                 for r in (r for r in rungs if r > start):
-                    if halving.report(trial.number, r, float(curve[r - 1]), float(flops[a])) \
-                            == STOP:
+                    seen_acc = mean_final[a] if method.oracle_ranking else curve[r - 1]
+                    if halving.report(trial.number, r, float(seen_acc), float(flops[a])) == STOP:
                         stopped_at = r
                         break
                 epochs[k] = (stopped_at or table.epochs) - start
