@@ -70,6 +70,21 @@ def test_bad_trials_pruned_at_rung_good_trials_complete(tmp_path):
     assert [row[0] for row in pruner.rung_rows(study, 3)] == [0, 1]
 
 
+@pytest.mark.parametrize("stop_dominated", [False, True])
+def test_stop_dominated_reaches_the_pruner(tmp_path, stop_dominated):
+    study = _study(tmp_path)
+    for params in (GOOD[0], BAD[0]):  # BAD[0] is dominated by GOOD[0] at every epoch
+        study.enqueue_trial(params)
+    pruner = MOPruner(HalvingConfig(max_epochs=MAX_EPOCHS, stop_dominated=stop_dominated))
+    study.optimize(_objective(pruner), n_trials=2)
+    second = study.get_trials()[1]
+    if stop_dominated:
+        assert second.state == optuna.trial.TrialState.PRUNED
+        assert second.user_attrs["pruned_at_rung"] == 1
+    else:  # two trials are fewer than eta: the quantile lets both go on
+        assert second.state == optuna.trial.TrialState.COMPLETE
+
+
 def test_rung_table_is_shared_through_storage(tmp_path):
     """A second driver (a fresh study object and pruner on the same file) sees the rungs."""
     first = _study(tmp_path, "shared")

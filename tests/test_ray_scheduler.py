@@ -42,6 +42,18 @@ def test_stops_dominated_trial_at_rung_and_front_runs_to_max():
     assert sched.choose_trial_to_run(_FakeController([g2])) is g2  # FIFO base class
 
 
+@pytest.mark.parametrize("stop_dominated", [False, True])
+def test_stop_dominated_reaches_the_scheduler(stop_dominated):
+    sched = ParetoHalvingScheduler(HalvingConfig(max_epochs=3, stop_dominated=stop_dominated))
+    first, dominated = _trial("first"), _trial("dominated")
+    for t in (first, dominated):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, first, _res(1, 0.9, 5.0)) == CONT
+    # the second arrival is dominated by the first; 2 < eta trials keep the quantile quiet
+    expected = STOP if stop_dominated else CONT
+    assert sched.on_trial_result(None, dominated, _res(1, 0.8, 6.0)) == expected
+
+
 def test_a_promoted_trial_passes_the_rungs_it_resumed_after():
     sched = ParetoHalvingScheduler(HalvingConfig(max_epochs=9, min_trials_at_rung=1))  # 1, 3
     good, bad = _trial("good"), _trial("bad")

@@ -224,3 +224,23 @@ def test_every_run_segment_builds_its_sampler_with_the_options_startup():
     # a resumed run rebuilds its options from run.json's record of them
     again = SearchOptions(**opts.to_dict())
     assert again.startup_trials == 2
+
+
+def test_stop_dominated_goes_from_the_study_file_to_the_runners_rule(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from nas_attn.search import runner
+    from nas_attn.search.from_study import setup_from_study_file
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "search_spaces", tmp_path / "search_spaces")
+    (tmp_path / "studies").mkdir()
+    path = tmp_path / "studies" / "quickstart.yaml"
+    text = (root / "studies" / "quickstart.yaml").read_text()
+    old = "grace_epochs: 2}"
+    assert text.count(old) == 1
+    path.write_text(text)
+    assert runner._halving(setup_from_study_file(path)).stop_dominated is False
+    path.write_text(text.replace(old, "grace_epochs: 2, stop_dominated: true}"))
+    assert runner._halving(setup_from_study_file(path)).stop_dominated is True
