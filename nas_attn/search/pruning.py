@@ -49,6 +49,7 @@ from nas_attn.errors import ConfigError
 from nas_attn.pareto import (
     _to_min,
     crowding_distance,
+    dominates,
     hypervolume_contributions,
     non_dominated_sort,
 )
@@ -206,18 +207,13 @@ def decide(
         raise ConfigError("trial_id", trial_id, "the candidate must be in rung_rows")
     n = len(ids)
     ranked = rank_rung(rung_rows, directions, tie_break)
-    if stop_dominated and _dominated(rung_rows, ids.index(trial_id), directions):
-        return False
+    if stop_dominated:
+        mine = rung_rows[ids.index(trial_id)][1:]
+        if any(dominates(row[1:], mine, directions) for row in rung_rows if row[0] != trial_id):
+            return False
     if n < min_trials:
         return True
     return trial_id in ranked[: math.ceil(n / eta)]
-
-
-def _dominated(rung_rows: Sequence[Sequence[Any]], i: int, directions: Sequence[str]) -> bool:
-    """Whether another row of the table Pareto-dominates row ``i``."""
-    pmin = _to_min(np.asarray([list(row[1:]) for row in rung_rows], dtype=float), directions)
-    others = np.delete(pmin, i, axis=0)
-    return bool(np.any(np.all(others <= pmin[i], axis=1) & np.any(others < pmin[i], axis=1)))
 
 
 class ParetoHalving:
