@@ -1,5 +1,5 @@
-"""Promotion in real searches: the same small study without early stopping, with it, and with
-``early_stopping.promote: true``.
+"""Promotion in real searches: the same small study without early stopping, with it, with
+``early_stopping.promote: true`` and with ``early_stopping.stop_dominated: true``.
 
 The study is the quickstart's data and training (cluttered digits 16x16, 8 epochs of SGD,
 rungs at epochs 2 and 4, eta 2) over a 24-architecture space (stage 0: none/SE/ECA/CBAM,
@@ -16,6 +16,7 @@ trials trained / reused / pruned / promoted, the front found and its exact recal
 reference front. Prints a table and one JSON line.
 
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/bench_promotion.py [--trials 40]
+        [--runs no-stopping stopping ...]
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ SPACE = {"backbone": "tiny", "stages": {
         "conv": ["standard", "rfaconv"]}}}
 RUNS = {"no-stopping": {"enabled": False},
         "stopping": {"enabled": True, "eta": 2, "grace_epochs": 2},
-        "stopping-promote": {"enabled": True, "eta": 2, "grace_epochs": 2, "promote": True}}
+        "stopping-promote": {"enabled": True, "eta": 2, "grace_epochs": 2, "promote": True},
+        "stopping-dominated": {"enabled": True, "eta": 2, "grace_epochs": 2,
+                               "stop_dominated": True}}
 
 
 def study_file(folder: Path, name: str, early_stopping: dict, trials: int, seed: int) -> Path:
@@ -79,6 +82,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS),
+                    help="which runs (no-stopping is the reference the promoted results are "
+                         "compared with)")
     args = ap.parse_args()
     from nas_attn.pareto import pareto_front_mask
 
@@ -86,7 +92,7 @@ def main() -> None:
     stats: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name, es in RUNS.items():
+        for name, es in ((n, RUNS[n]) for n in args.runs):
             study = study_file(folder, name, es, args.trials, args.seed)
             t0 = time.perf_counter()
             proc = subprocess.run(
@@ -111,7 +117,7 @@ def main() -> None:
     mask = pareto_front_mask(points, ["maximize", "minimize"])
     reference = {h for h, m in zip(archs, mask, strict=True) if m}
 
-    straight = stats["no-stopping"]["full"]
+    straight = stats.get("no-stopping", {}).get("full", {})
     promoted = {h: v for s in stats.values() for h, v in s["promoted_complete"].items()}
     checked = {h: v == straight[h] for h, v in promoted.items() if h in straight}
     print(f"reference front: {len(reference)} of {len(archs)} fully trained architectures; "
