@@ -44,7 +44,7 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check nas_attn tests benchmarks
 
-# The benchmarks behind docs/benchmarks.md (run on a quiet machine; about 25 minutes).
+# The benchmarks behind docs/benchmarks.md (run on a quiet machine; about 27 minutes).
 bench: venv
 	$(PY) benchmarks/bench_profile.py
 	$(PY) benchmarks/bench_module_overhead.py
