@@ -44,6 +44,17 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     assert len(ratio["epoch_ratio_ci95"]) == 2
 
 
+def test_gp_methods_pick_the_gp_replays(tmp_path):
+    out = tmp_path / "r.json"
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "12", "--samplers", "random",
+         "--startup", "5", "--gp-reps", "2", "--gp-trials", "8", "--gp-methods", "startup",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert set(json.loads(out.read_text())["summary"]) == {"random", "random+es", "gp-s5"}
+
+
 @pytest.mark.parametrize("bad", ["3", "3,1,x", "a,1"])
 def test_bad_early_stopping_setting_is_refused(bad):
     res = subprocess.run([sys.executable, str(SCRIPT), "--reps", "1", "--es", bad],

@@ -36,6 +36,8 @@ from nas_attn.bench.report import (
 from nas_attn.bench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
 
+GP_METHODS = ("plain", "es", "startup")
+
 
 def _clean(x):
     if isinstance(x, float) and not math.isfinite(x):
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"])
     p.add_argument("--gp-reps", type=int, default=3)
     p.add_argument("--gp-trials", type=int, default=100)
+    p.add_argument("--gp-methods", nargs="+", choices=GP_METHODS, default=list(GP_METHODS),
+                   help="which GP replays: plain (Optuna's 10 startup trials), es (with the "
+                        "first early-stopping setting), startup (with each --startup N)")
     p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE[,dom]",
                    help="early-stopping settings to compare (eta,grace_epochs, and ',dom' for "
                         "early_stopping.stop_dominated: true); the first is named SAMPLER+es, "
@@ -147,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     write(args, table, configs, runs, main_s, None)  # kept even if GP is interrupted
     if args.gp_reps > 0 and args.gp_trials > 0:
         t1 = time.perf_counter()
-        gp_methods = [Method("gp"), Method("gp", configs[0][0])]
-        gp_methods += [Method("gp", startup=n) for n in args.startup]
+        gp_methods = [Method("gp")] if "plain" in args.gp_methods else []
+        gp_methods += [Method("gp", configs[0][0])] if "es" in args.gp_methods else []
+        if "startup" in args.gp_methods:
+            gp_methods += [Method("gp", startup=n) for n in args.startup]
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)
