@@ -31,7 +31,7 @@ from typing import Any
 
 from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import check_rule, rung_epochs
-from nas_attn.search.samplers import SAMPLERS, check_startup_trials
+from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
               "search")
@@ -94,6 +94,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     keep_checkpoints: bool = True
     startup_trials: int | None = None
+    learn_from_pruned: bool | None = None
 
     def __post_init__(self) -> None:
         _check_bool(self.keep_checkpoints, "search.keep_checkpoints")
@@ -101,6 +102,7 @@ class SearchSettings:
         if self.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)
         check_startup_trials(self.sampler, self.startup_trials)
+        check_learn_from_pruned(self.sampler, self.learn_from_pruned)
         _check_int(self.seed, "search.seed", 0)
         if self.max_concurrent is not None:
             _check_int(self.max_concurrent, "search.max_concurrent", 1)

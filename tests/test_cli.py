@@ -36,6 +36,7 @@ def test_config_error_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--startup-trials", "0"], "search.startup_trials: must be an integer >= 1"),
     (["--sampler", "nsga2", "--startup-trials", "5"], "not 'nsga2'"),
+    (["--sampler", "random", "--learn-from-pruned"], "search.learn_from_pruned"),
 ])
 def test_search_refuses_a_bad_startup_before_starting_anything(extra, needle, tmp_path, capsys):
     out = tmp_path / "run"

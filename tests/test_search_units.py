@@ -213,6 +213,33 @@ def test_startup_trials_reach_the_model_samplers(name):
         options_for(study, {"sampler": "random", "startup_trials": 6})
 
 
+@pytest.mark.parametrize("name, default", [("tpe", False), ("gp", True)])
+def test_learn_from_pruned_goes_from_the_study_to_the_runners_sampler(name, default):
+    """``search.learn_from_pruned`` (null: gp yes, tpe no) picks the pruned-aware sampler; a
+    CLI ``--sampler`` without a model drops the study's value instead of failing."""
+    from nas_attn.search import runner
+    from nas_attn.search.from_study import options_for
+    from nas_attn.search.setup import SearchOptions, synthetic_setup
+    from nas_attn.search.synthetic import SyntheticProblem
+    from nas_attn.study import SearchSettings
+
+    def learns(opts):
+        setup = synthetic_setup(SyntheticProblem(choices=4, epochs=1), "s", opts)
+        return type(runner._sampler(setup, seed=0)).__name__.startswith("PrunedAware")
+
+    for value, expected in [(None, default), (True, True), (False, False)]:
+        study = SearchSettings(sampler=name, learn_from_pruned=value)
+        opts = options_for(study, {})
+        assert opts.learn_from_pruned is value
+        assert learns(opts) is expected
+        assert SearchOptions(**opts.to_dict()) == opts  # a resume rebuilds the same options
+    on = SearchSettings(sampler=name, learn_from_pruned=True)
+    assert options_for(on, {"sampler": "random"}).learn_from_pruned is None
+    assert options_for(on, {"learn_from_pruned": False}).learn_from_pruned is False
+    with pytest.raises(ConfigError, match=r"search\.learn_from_pruned"):
+        options_for(on, {"sampler": "nsga2", "learn_from_pruned": True})
+
+
 def test_every_run_segment_builds_its_sampler_with_the_options_startup():
     from nas_attn.search import runner
     from nas_attn.search.setup import SearchOptions, synthetic_setup

@@ -63,6 +63,9 @@ def search_cmd(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     startup_trials: Annotated[int | None, typer.Option(
         "--startup-trials", help="random trials before the tpe or gp model (default 10)")] = None,
+    learn_from_pruned: Annotated[bool | None, typer.Option(
+        "--learn-from-pruned/--ignore-pruned", help="whether the tpe or gp model learns from "
+        "early-stopped trials (default: gp yes, tpe no)")] = None,
     address: Annotated[str | None, typer.Option(
         "--address", help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT "
         "(default: a local runtime on 127.0.0.1)")] = None,
@@ -85,7 +88,8 @@ def search_cmd(
 
     overrides = {"trials": trials, "sampler": sampler, "seed": seed,
                  "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-                 "max_concurrent": max_concurrent, "startup_trials": startup_trials}
+                 "max_concurrent": max_concurrent, "startup_trials": startup_trials,
+                 "learn_from_pruned": learn_from_pruned}
     setup = setup_from_study_file(study, overrides)
     s = run_search(setup, out=out, storage_url=storage, address=address, quiet=quiet,
                    num_cpus=num_cpus, console=err_console)

@@ -55,9 +55,10 @@ class StudyProposer:
 def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
     base = dict(search.to_dict() if hasattr(search, "to_dict") else search)
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("sampler") not in (None, *STARTUP_SAMPLERS) and overrides.get(
-            "startup_trials") is None:
-        base["startup_trials"] = None  # the study's startup belongs to its own model sampler
+    if overrides.get("sampler") not in (None, *STARTUP_SAMPLERS):
+        for key in ("startup_trials", "learn_from_pruned"):  # these belong to the study's
+            if overrides.get(key) is None:  # own model sampler
+                base[key] = None
     allowed = SearchOptions.__dataclass_fields__  # keep_checkpoints is an evaluator setting
     return SearchOptions(**{k: base[k] for k in allowed if k in base})
 

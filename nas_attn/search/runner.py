@@ -33,7 +33,7 @@ from nas_attn.errors import ConfigError
 from nas_attn.search import fingerprint as fp
 from nas_attn.search import run_dir as rd
 from nas_attn.search import storage as st
-from nas_attn.search.samplers import make_sampler
+from nas_attn.search.samplers import learns_from_pruned, make_sampler
 from nas_attn.search.setup import SearchOptions, SearchSetup
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ def _stored_fingerprint(study: Any, wait_s: float) -> Any:
 
 def _sampler(setup: SearchSetup, seed: int) -> Any:
     o = setup.options
-    return make_sampler(o.sampler, seed, setup.grid, startup_trials=o.startup_trials)
+    return make_sampler(o.sampler, seed, setup.grid, startup_trials=o.startup_trials,
+                        learn_from_pruned=learns_from_pruned(o.sampler, o.learn_from_pruned))
 
 
 def open_study(storage: Any, setup: SearchSetup, sampler: Any,

@@ -22,6 +22,8 @@ from nas_attn.errors import ConfigError
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 # the samplers that start with random trials before their model takes over (Optuna: 10)
 STARTUP_SAMPLERS = ("tpe", "gp")
+# the samplers whose model sees PRUNED trials unless the study says otherwise
+LEARN_FROM_PRUNED_DEFAULT = ("gp",)
 
 
 def check_startup_trials(sampler: str, value: Any, field: str = "search.startup_trials"
@@ -37,23 +39,51 @@ def check_startup_trials(sampler: str, value: Any, field: str = "search.startup_
     return value
 
 
+def check_learn_from_pruned(sampler: str, value: Any,
+                            field: str = "search.learn_from_pruned") -> bool | None:
+    """``learn_from_pruned``: None (the sampler's default, :func:`learns_from_pruned`) or a
+    bool; true only for the model-based samplers."""
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "must be true or false (or null: the sampler's "
+                          "default)", [True, False, None])
+    if value and sampler not in STARTUP_SAMPLERS:
+        raise ConfigError(field, value, f"only a model-based sampler learns from trials, not "
+                          f"{sampler!r}", STARTUP_SAMPLERS)
+    return value
+
+
+def learns_from_pruned(sampler: str, value: bool | None) -> bool:
+    """Whether the sampler's model sees PRUNED trials (:mod:`nas_attn.search.pruned_view`):
+    ``value``, or by default for gp only (measured in docs/tabular-benchmark.md)."""
+    return bool(value) if value is not None else sampler in LEARN_FROM_PRUNED_DEFAULT
+
+
 def make_sampler(name: str, seed: int, grid: Mapping[str, list[Any]] | None = None,
-                 field: str = "--sampler", startup_trials: int | None = None) -> Any:
+                 field: str = "--sampler", startup_trials: int | None = None,
+                 learn_from_pruned: bool = False) -> Any:
     """The sampler ``name``; ``startup_trials`` random trials before a tpe or gp model is used
-    (None: Optuna's default of 10)."""
+    (None: Optuna's default of 10); ``learn_from_pruned``: a tpe or gp model sees PRUNED
+    trials with imputed values (:mod:`nas_attn.search.pruned_view`)."""
     import optuna
+
+    from nas_attn.search.pruned_view import pruned_aware
+
+    def model(cls: type) -> type:
+        return pruned_aware(cls) if learn_from_pruned else cls
 
     startup = {} if check_startup_trials(name, startup_trials) is None else {
         "n_startup_trials": startup_trials}
     if name == "tpe":
         with warnings.catch_warnings():  # multivariate and group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+            return model(optuna.samplers.TPESampler)(seed=seed, multivariate=True, group=True,
                                               **startup)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **startup)
+        return model(optuna.samplers.GPSampler)(seed=seed, **startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":

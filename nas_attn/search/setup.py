@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas_attn.search.outcome import Objective
-from nas_attn.search.samplers import SAMPLERS, check_startup_trials
+from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 from nas_attn.search.searcher import Propose
 
 
@@ -28,6 +28,7 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     startup_trials: int | None = None  # random trials before a tpe/gp model (None: 10)
+    learn_from_pruned: bool | None = None  # the tpe/gp model sees PRUNED trials (None: gp)
 
     def __post_init__(self) -> None:
         from nas_attn.errors import ConfigError
@@ -37,6 +38,7 @@ class SearchOptions:
         if self.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)
         check_startup_trials(self.sampler, self.startup_trials)
+        check_learn_from_pruned(self.sampler, self.learn_from_pruned)
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError("search.max_concurrent", self.max_concurrent, "must be >= 1")
         if self.cpus_per_trial <= 0:
@@ -47,7 +49,8 @@ class SearchOptions:
     def to_dict(self) -> dict[str, Any]:
         return {"trials": self.trials, "sampler": self.sampler, "seed": self.seed,
                 "max_concurrent": self.max_concurrent, "cpus_per_trial": self.cpus_per_trial,
-                "gpus_per_trial": self.gpus_per_trial, "startup_trials": self.startup_trials}
+                "gpus_per_trial": self.gpus_per_trial, "startup_trials": self.startup_trials,
+                "learn_from_pruned": self.learn_from_pruned}
 
 
 @dataclass(frozen=True)
