@@ -251,6 +251,21 @@ def test_startup_is_part_of_the_method_and_its_sampler():
     assert a.archs.tolist() != b.archs.tolist()  # then TPE's model, from trial 3 on
 
 
+def test_learning_from_pruned_trials_is_part_of_the_method_and_changes_gp():
+    """The replay records what the runner records on a trial (the objective names on the
+    study, costs and the last accuracy on each trial), so the pruned-aware GP sees the PRUNED
+    trials; it then proposes differently from the plain GP on the same draws."""
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)
+    plain, learn = Method("gp", cfg, startup=2), Method("gp", cfg, startup=2,
+                                                          learn_from_pruned=True)
+    assert learn.name == "gp-s2+es+learn" and plain.name == "gp-s2+es"
+    t = product_table()
+    a, b = (replay_once(t, m, n_trials=10, rep=1) for m in (plain, learn))
+    assert (~a.complete[:4]).any()  # some early trials were pruned ...
+    assert a.archs[:2].tolist() == b.archs[:2].tolist()  # ... after the same random start
+    assert a.archs.tolist() != b.archs.tolist()
+
+
 def test_replay_many_and_summary():
     t = product_table()
     runs = replay(t, [Method("random"), Method("tpe")], n_trials=25, reps=3)

@@ -21,14 +21,16 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     out, svg = tmp_path / "r.json", tmp_path / "r.svg"
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "24", "--workers", "2",
-         "--es", "3,1", "3,1,dom", "--oracle", "--startup", "5", "--gp-reps", "2", "--gp-trials", "12",
+         "--es", "3,1", "3,1,dom", "--oracle", "--learn", "--startup", "5", "--gp-reps", "2",
+         "--gp-trials", "12",
          "--json", str(out), "--svg", str(svg)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     es = {f"{s}+es{tag}" for s in ("random", "tpe", "nsga2") for tag in ("", "(3,1,dom)")}
-    methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", "gp", "gp+es", "gp-s5",
-               *es, *(m + "+oracle" for m in es)}
+    gp = {"gp", "gp-s5", *(f"{g}+es{learn}" for g in ("gp", "gp-s5") for learn in ("", "+learn"))}
+    methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", *gp, *es,
+               *(m + "+oracle" for m in es), "tpe+es+learn", "tpe+es(3,1,dom)+learn"}
     assert set(r["summary"]) == methods
     assert set(r["epochs_to_hv_levels"]) == methods
     assert r["gp"]["wall_seconds"] > 0 and r["summary"]["gp-s5"]["trials"] == 12

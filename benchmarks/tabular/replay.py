@@ -36,7 +36,7 @@ from nas_attn.bench.report import (
 from nas_attn.bench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
 
-GP_METHODS = ("plain", "es", "startup")
+GP_METHODS = ("plain", "es", "startup", "learn")
 
 
 def _clean(x):
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gp-trials", type=int, default=100)
     p.add_argument("--gp-methods", nargs="+", choices=GP_METHODS, default=list(GP_METHODS),
                    help="which GP replays: plain (Optuna's 10 startup trials), es (with the "
-                        "first early-stopping setting), startup (with each --startup N)")
+                        "first early-stopping setting; also with each --startup N), startup "
+                        "(each --startup N, no stopping), learn (like es, the model learning "
+                        "from PRUNED trials: search.learn_from_pruned)")
     p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE[,dom]",
                    help="early-stopping settings to compare (eta,grace_epochs, and ',dom' for "
                         "early_stopping.stop_dominated: true); the first is named SAMPLER+es, "
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--promote", action="store_true",
                    help="also replay each early-stopping setting with promotion of re-proposed "
                         "pruned architectures (early_stopping.promote: true in a study)")
+    p.add_argument("--learn", action="store_true",
+                   help="also replay tpe with each early-stopping setting, its model learning "
+                        "from PRUNED trials (search.learn_from_pruned: true)")
     p.add_argument("--startup", type=int, nargs="*", default=[], metavar="N",
                    help="also replay tpe (with and without the first early-stopping setting) "
                         "and gp (without) with N random startup trials instead of 10")
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.promote:
         methods += [Method(s, replace(cfg, promote=True), tag) for cfg, tag in configs
                     for s in args.samplers]
+    if args.learn:
+        methods += [Method(s, cfg, tag, learn_from_pruned=True) for cfg, tag in configs
+                    for s in args.samplers if s == "tpe"]
     methods += [m for n in args.startup for s in args.samplers if s == "tpe"
                 for m in (Method(s, startup=n), Method(s, configs[0][0], startup=n))]
     t0 = time.perf_counter()
@@ -153,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.gp_reps > 0 and args.gp_trials > 0:
         t1 = time.perf_counter()
         gp_methods = [Method("gp")] if "plain" in args.gp_methods else []
-        gp_methods += [Method("gp", configs[0][0])] if "es" in args.gp_methods else []
         if "startup" in args.gp_methods:
             gp_methods += [Method("gp", startup=n) for n in args.startup]
+        gp_methods += [Method("gp", configs[0][0], startup=n, learn_from_pruned=learn)
+                       for learn in (False, True) if ("learn" if learn else "es") in args.gp_methods
+                       for n in (None, *args.startup)]
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)

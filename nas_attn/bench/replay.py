@@ -45,6 +45,8 @@ import numpy as np
 from nas_attn.bench.metrics import METRICS, FrontScorer, trace_metrics
 from nas_attn.bench.table import Table, params_key
 from nas_attn.errors import ConfigError
+from nas_attn.search.outcome import ACCURACY
+from nas_attn.search.pruned_view import OBJECTIVES_ATTR
 from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving
 from nas_attn.search.samplers import check_startup_trials
 from nas_attn.search.samplers import make_sampler as _make_sampler
@@ -52,12 +54,13 @@ from nas_attn.search.samplers import make_sampler as _make_sampler
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 
 
-def make_sampler(name: str, seed: int, startup: int | None = None) -> Any:
+def make_sampler(name: str, seed: int, startup: int | None = None,
+                 learn_from_pruned: bool = False) -> Any:
     """The runner's sampler for ``name`` (no grid: the replay walks the space by sampling),
     with ``startup`` random trials before a tpe/gp model (None: Optuna's 10)."""
     if name not in SAMPLERS:
         raise ConfigError("sampler", name, "unknown sampler", SAMPLERS)
-    return _make_sampler(name, seed, startup_trials=startup)
+    return _make_sampler(name, seed, startup_trials=startup, learn_from_pruned=learn_from_pruned)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Method:
     tag: str = ""  # tells apart several early-stopping settings of one sampler
     startup: int | None = None
     oracle_ranking: bool = False  # rungs see the mean final accuracy (see the module doc)
+    learn_from_pruned: bool = False  # the tpe/gp model sees PRUNED trials (imputed values)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -92,7 +96,8 @@ class Method:
     def name(self) -> str:
         start = "" if self.startup is None else f"-s{self.startup}"
         return self.sampler + start + ("+es" + self.tag if self.early_stopping else "") + (
-            "+promote" if self.promote else "") + ("+oracle" if self.oracle_ranking else "")
+            "+promote" if self.promote else "") + ("+oracle" if self.oracle_ranking else "") + (
+            "+learn" if self.learn_from_pruned else "")
 
 
 @dataclass
@@ -174,11 +179,13 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     epochs = np.zeros(n_trials, dtype=np.int64)
     # architecture -> (seed column, rung it was stopped at or None, values or None)
     seen: dict[int, tuple[int, int | None, list[float] | None]] = {}
+    last_acc: dict[int, float] = {}  # architecture -> accuracy when its training ended
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
-        study = optuna.create_study(directions=["maximize", "minimize"],
-                                    sampler=make_sampler(method.sampler, rep, method.startup))
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(
+            method.sampler, rep, method.startup, method.learn_from_pruned))
+        study.set_user_attr(OBJECTIVES_ATTR, [ACCURACY, "flops"])  # as the runner records
         for k in range(n_trials):
             trial = study.ask()
             a = propose(trial)
@@ -201,8 +208,11 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
                 epochs[k] = (stopped_at or table.epochs) - start
                 values = [float(curve[-1]), float(flops[a])] if stopped_at is None else None
                 seen[a] = (s, stopped_at, values)
+                last_acc[a] = float(curve[(stopped_at or table.epochs) - 1])
             done = values is not None
             complete[k] = done
+            trial.set_user_attr("flops", float(flops[a]))  # the runner's attrs (costs, and
+            trial.set_user_attr("last_accuracy", last_acc[a])  # the accuracy it ended at)
             if done:
                 study.tell(trial, values)
             else:
