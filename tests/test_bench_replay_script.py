@@ -28,7 +28,7 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     es = {f"{s}+es{tag}" for s in ("random", "tpe", "nsga2") for tag in ("", "(3,1,dom)")}
-    gp = {"gp", "gp-s5", *(f"{g}+es{learn}" for g in ("gp", "gp-s5") for learn in ("", "+learn"))}
+    gp = {"gp", "gp-s5", "gp+es", "gp+es+learn"}
     methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", *gp, *es,
                *(m + "+oracle" for m in es), "tpe+es+learn", "tpe+es(3,1,dom)+learn"}
     assert set(r["summary"]) == methods
@@ -46,15 +46,17 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     assert len(ratio["epoch_ratio_ci95"]) == 2
 
 
-def test_gp_methods_pick_the_gp_replays(tmp_path):
+@pytest.mark.parametrize("picked, gp", [(["startup"], {"gp-s5"}),
+                                        (["learn"], {"gp+es+learn"})])
+def test_gp_methods_pick_the_gp_replays(picked, gp, tmp_path):
     out = tmp_path / "r.json"
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "12", "--samplers", "random",
-         "--startup", "5", "--gp-reps", "2", "--gp-trials", "8", "--gp-methods", "startup",
+         "--startup", "5", "--gp-reps", "2", "--gp-trials", "8", "--gp-methods", *picked,
          "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert set(json.loads(out.read_text())["summary"]) == {"random", "random+es", "gp-s5"}
+    assert set(json.loads(out.read_text())["summary"]) == {"random", "random+es", *gp}
 
 
 @pytest.mark.parametrize("bad", ["3", "3,1,x", "a,1"])

@@ -72,6 +72,17 @@ def test_early_stopping_prunes_and_pruned_never_enter_the_front(tmp_path):
         last = curve[str(t.user_attrs["epochs_trained"])]
         acc = t.values[0] if t.state.name == "COMPLETE" else t.user_attrs["last_accuracy"]
         assert last[0] == acc and last[1] == t.user_attrs["flops"]
+    # the runner records what a pruned-aware sampler needs (search.learn_from_pruned): it
+    # sees each PRUNED trial at (the accuracy it was stopped at, its FLOPs)
+    from optuna.trial import TrialState
+
+    from nas_attn.search.pruned_view import _PrunedAsComplete
+
+    seen = {t.number: t for t in _PrunedAsComplete(run.study).get_trials()}
+    for t in run.study.trials:
+        if t.state == TrialState.PRUNED:
+            assert seen[t.number].state == TrialState.COMPLETE
+            assert seen[t.number].values == [t.user_attrs["last_accuracy"], t.user_attrs["flops"]]
 
 
 def test_promotion_resumes_a_stopped_architecture_when_it_is_proposed_again(tmp_path):

@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gp-trials", type=int, default=100)
     p.add_argument("--gp-methods", nargs="+", choices=GP_METHODS, default=list(GP_METHODS),
                    help="which GP replays: plain (Optuna's 10 startup trials), es (with the "
-                        "first early-stopping setting; also with each --startup N), startup "
-                        "(each --startup N, no stopping), learn (like es, the model learning "
-                        "from PRUNED trials: search.learn_from_pruned)")
+                        "first early-stopping setting), startup (with each --startup N), learn "
+                        "(like es, the model learning from PRUNED trials: "
+                        "search.learn_from_pruned)")
     p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE[,dom]",
                    help="early-stopping settings to compare (eta,grace_epochs, and ',dom' for "
                         "early_stopping.stop_dominated: true); the first is named SAMPLER+es, "
@@ -163,9 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         gp_methods = [Method("gp")] if "plain" in args.gp_methods else []
         if "startup" in args.gp_methods:
             gp_methods += [Method("gp", startup=n) for n in args.startup]
-        gp_methods += [Method("gp", configs[0][0], startup=n, learn_from_pruned=learn)
-                       for learn in (False, True) if ("learn" if learn else "es") in args.gp_methods
-                       for n in (None, *args.startup)]
+        gp_methods += [Method("gp", configs[0][0], learn_from_pruned=learn)
+                       for learn in (False, True) if ("learn" if learn else "es") in args.gp_methods]
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)

@@ -14,8 +14,14 @@ FLOPs minimise; in-memory storage) through ask/tell, exactly as the runner's sea
 4. With early stopping, the trial reports its accuracy at each rung epoch to
    :class:`nas_attn.search.pruning.ParetoHalving` (with its FLOPs). A stopped trial consumes
    the epochs up to that rung and is told ``PRUNED`` without values, as the runner does, so it
-   never enters the front and the samplers ignore it. Otherwise it consumes the full budget
-   and is told ``COMPLETE`` with (final accuracy of the drawn seed, FLOPs).
+   never enters the front. Otherwise it consumes the full budget and is told ``COMPLETE``
+   with (final accuracy of the drawn seed, FLOPs).
+5. Every trial carries the runner's user attrs ``flops`` and ``last_accuracy`` (and the study
+   its ``objectives``), so ``Method(learn_from_pruned=True)``, the study's
+   ``search.learn_from_pruned``, shows the PRUNED trials to the tpe/gp model exactly as in a
+   search (:mod:`nas_attn.search.pruned_view`). It is off unless asked for, also for gp,
+   whose runner default is on: ``gp+es`` names the GP that ignores PRUNED trials,
+   ``gp+es+learn`` the runner's default.
 
 ``Method(oracle_ranking=True)`` is an analysis, not a search: the rung sees the table's mean
 final accuracy of the architecture instead of the drawn seed's accuracy at the rung, so the rule

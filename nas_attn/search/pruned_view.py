@@ -20,6 +20,7 @@ writes) is shown unchanged.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
@@ -83,8 +84,6 @@ class _PrunedAsComplete:
                 if values is None:
                     out.append(t)
                     continue
-                import copy
-
                 t = copy.copy(t)
                 t.state = TrialState.COMPLETE
                 t.values = values
