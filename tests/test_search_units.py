@@ -166,11 +166,11 @@ def test_synthetic_quality_is_fixed_and_bounded():
     assert q == [quality(i) for i in range(20)]
 
 
-@pytest.mark.parametrize("name", ["tpe", "nsga2", "random"])
-def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn):
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random", "gp"])
+def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn, caplog):
     """The runner's samplers (TPE is multivariate with group=True): no experimental-feature
-    warning reaches the user, and the conditional ``position`` parameter is only asked when a
-    module is chosen."""
+    warning reaches the user, nor GP's log line per conditional parameter and trial, and the
+    conditional ``position`` parameter is only asked when a module is chosen."""
     import warnings
 
     from nas_attn.search.samplers import make_sampler
@@ -181,18 +181,24 @@ def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn):
         "stages": {"default": {"attention": {"none": None, "se": None},
                                "position": ["post_bn", "post_add"], "blocks": "all"}}},
         "test space")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(directions=["maximize", "minimize"],
-                                    sampler=make_sampler(name, 0))
-        for i in range(25):
-            trial = study.ask()
-            space.suggest(trial)
-            for s in range(3):
-                has_pos = f"stage{s}.position" in trial.params
-                assert has_pos == (trial.params[f"stage{s}.attention"] != "none"), trial.params
-            study.tell(trial, [i % 7 / 7, float(len(trial.params))])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.enable_propagation()  # Optuna's log lines reach caplog
+    try:
+        with warnings.catch_warnings(), caplog.at_level("WARNING", logger="optuna"):
+            warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+            study = optuna.create_study(directions=["maximize", "minimize"],
+                                        sampler=make_sampler(name, 0))
+            for i in range(25):
+                trial = study.ask()
+                space.suggest(trial)
+                for s in range(3):
+                    has_pos = f"stage{s}.position" in trial.params
+                    assert has_pos == (trial.params[f"stage{s}.attention"] != "none"), trial.params
+                study.tell(trial, [i % 7 / 7, float(len(trial.params))])
+    finally:
+        optuna.logging.disable_propagation()
     assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    assert "sampled independently" not in caplog.text
 
 
 @pytest.mark.parametrize("name", ["tpe", "gp"])

@@ -83,7 +83,11 @@ def make_sampler(name: str, seed: int, grid: Mapping[str, list[Any]] | None = No
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return model(optuna.samplers.GPSampler)(seed=seed, **startup)
+        # GP models the parameters every trial has; a conditional one (an attention
+        # module's own hyperparameter, a position) is drawn at random, which Optuna would
+        # otherwise warn about once per parameter and trial (docs/search.md)
+        return model(optuna.samplers.GPSampler)(seed=seed, warn_independent_sampling=False,
+                                                **startup)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
