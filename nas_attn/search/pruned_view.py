@@ -3,11 +3,12 @@
 Optuna's ``GPSampler`` fits its surrogate to COMPLETE trials only. With early stopping most
 trials end PRUNED, so the GP neither learns that their architectures lost at a rung nor
 counts them toward its startup trials: it goes on proposing the architectures early stopping
-just rejected (each a wasted trial) and stays random for longer. On the tabular benchmark
-GP with early stopping reached 95 % of the front's hypervolume in only 42-57 % of the
-repetitions of 30 trials (docs/tabular-benchmark.md).
+just rejected (each a wasted trial) and stays random for longer. On the tabular benchmarks
+GP with early stopping reached 95 % of the front's hypervolume in 45-57 % of the repetitions
+of 40 trials; seeing the PRUNED trials, in 98-100 % (docs/tabular-benchmark.md).
 
-:class:`PrunedAwareGP` shows the GP each PRUNED trial as if it had completed with
+``pruned_aware(GPSampler)`` (``make_sampler(..., learn_from_pruned=True)``, the study's
+``search.learn_from_pruned``) shows the GP each PRUNED trial as if it had completed with
 *imputed* objective values (:func:`imputed_values`): its known costs (FLOPs, params, latency,
 recorded on the trial before training), and for the accuracy objective the accuracy it had
 when it was stopped (``last_accuracy``), which is pessimistic (the accuracy was still
@@ -21,6 +22,7 @@ writes) is shown unchanged.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
@@ -105,6 +107,7 @@ class _PrunedAsComplete:
         return self.get_trials()
 
 
+@functools.cache
 def pruned_aware(base: type) -> type:
     """A subclass of the Optuna sampler class ``base`` that samples from the view above."""
 
