@@ -114,13 +114,24 @@ def test_objectives_from_run_json_and_from_study(study):
     assert vd.plotted_axes(OBJS[:1]) == (OBJS[0], vd.Objective("flops", "minimize"))
 
 
-def test_run_meta_names_the_sampler_and_its_startup(study):
+def test_run_meta_names_the_sampler_its_startup_and_what_it_learns_from(study):
     info = {"sampler": "gp", "seed": 7}
     assert vd.run_meta(study, info).sampler == "gp"
     info["options"] = {"sampler": "gp", "startup_trials": 5}
     assert vd.run_meta(study, info).sampler == "gp (5 random startup trials)"
     info["options"]["startup_trials"] = None  # Optuna's default: nothing to say
     assert vd.run_meta(study, info).sampler == "gp"
+    info["options"]["learn_from_pruned"] = None  # the default: gp learns, tpe does not
+    assert vd.run_meta(study, info).sampler == "gp (learns from stopped trials)"
+    info["options"]["startup_trials"] = 5
+    assert vd.run_meta(study, info).sampler == (
+        "gp (5 random startup trials; learns from stopped trials)")
+    info["options"]["learn_from_pruned"] = False
+    assert vd.run_meta(study, info).sampler == "gp (5 random startup trials)"
+    tpe = {"sampler": "tpe", "options": {"sampler": "tpe", "learn_from_pruned": None}}
+    assert vd.run_meta(study, tpe).sampler == "tpe"
+    tpe["options"]["learn_from_pruned"] = True
+    assert vd.run_meta(study, tpe).sampler == "tpe (learns from stopped trials)"
 
 
 def test_records(recs):

@@ -541,10 +541,19 @@ def table_rows(recs: Sequence[TrialRecord], front: Iterable[int] = ()) -> list[d
 def run_meta(study: Any, info: Mapping[str, Any] | None = None,
              study_yaml: str | None = None) -> RunMeta:
     info = info or {}
+    from nas_attn.search.samplers import STARTUP_SAMPLERS, learns_from_pruned
+
     sampler = info.get("sampler")
-    startup = (info.get("options") or {}).get("startup_trials")
-    if sampler and startup is not None:
-        sampler = f"{sampler} ({startup} random startup trials)"
+    options = info.get("options") or {}
+    notes = []
+    if options.get("startup_trials") is not None:
+        notes.append(f"{options['startup_trials']} random startup trials")
+    # runs before search.learn_from_pruned existed have no key: their GP ignored PRUNED trials
+    if sampler in STARTUP_SAMPLERS and "learn_from_pruned" in options and learns_from_pruned(
+            sampler, options["learn_from_pruned"]):
+        notes.append("learns from stopped trials")
+    if sampler and notes:
+        sampler = f"{sampler} ({'; '.join(notes)})"
     return RunMeta(
         study_name=str(info.get("study_name") or study.study_name),
         objectives=objectives_of(study, info),
