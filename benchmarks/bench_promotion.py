@@ -1,5 +1,7 @@
 """Promotion in real searches: the same small study without early stopping, with it, with
-``early_stopping.promote: true`` and with ``early_stopping.stop_dominated: true``.
+``early_stopping.promote: true`` and with ``early_stopping.stop_dominated: true``; then GP with
+early stopping, learning from the stopped trials (``search.learn_from_pruned``, its default)
+and ignoring them.
 
 The study is the quickstart's data and training (cluttered digits 16x16, 8 epochs of SGD,
 rungs at epochs 2 and 4, eta 2) over a 24-architecture space (stage 0: none/SE/ECA/CBAM,
@@ -43,13 +45,21 @@ RUNS = {"no-stopping": {"enabled": False},
         "stopping": {"enabled": True, "eta": 2, "grace_epochs": 2},
         "stopping-promote": {"enabled": True, "eta": 2, "grace_epochs": 2, "promote": True},
         "stopping-dominated": {"enabled": True, "eta": 2, "grace_epochs": 2,
-                               "stop_dominated": True}}
+                               "stop_dominated": True},
+        "gp-stopping": {"enabled": True, "eta": 2, "grace_epochs": 2},
+        "gp-stopping-ignore-pruned": {"enabled": True, "eta": 2, "grace_epochs": 2}}
+# the runs whose sampler is not the study's TPE: GP with 5 startup trials, learning from the
+# stopped trials (its default, search.learn_from_pruned) or ignoring them (Optuna's GP)
+SEARCH = {"gp-stopping": {"sampler": "gp", "startup_trials": 5},
+          "gp-stopping-ignore-pruned": {"sampler": "gp", "startup_trials": 5,
+                                        "learn_from_pruned": False}}
 
 
 def study_file(folder: Path, name: str, early_stopping: dict, trials: int, seed: int) -> Path:
     raw = yaml.safe_load(STUDY.read_text())
     raw.update(name=f"promotion-{name}", space=SPACE, early_stopping=early_stopping)
-    raw["search"] = {**raw["search"], "trials": trials, "sampler": "tpe", "seed": seed}
+    raw["search"] = {**raw["search"], "trials": trials, "sampler": "tpe", "seed": seed,
+                     **SEARCH.get(name, {})}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -82,9 +92,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS),
-                    help="which runs (no-stopping is the reference the promoted results are "
-                         "compared with)")
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS)[:4],
+                    help="which runs (default: the first four, TPE; no-stopping is the "
+                         "reference the promoted results are compared with)")
     args = ap.parse_args()
     from nas_attn.pareto import pareto_front_mask
 
@@ -123,11 +133,11 @@ def main() -> None:
     print(f"reference front: {len(reference)} of {len(archs)} fully trained architectures; "
           f"results that differ between runs: {len(disagree)}; promoted results equal to the "
           f"uninterrupted training: {sum(checked.values())} of {len(checked)} compared")
-    print(f"{'run':18} {'wall s':>7} {'epochs':>7} {'trained':>8} {'reused':>7} {'pruned':>7} "
+    print(f"{'run':26} {'wall s':>7} {'epochs':>7} {'trained':>8} {'reused':>7} {'pruned':>7} "
           f"{'promoted':>9} {'front':>6} {'recall':>7}")
     for name, s in stats.items():
         s["recall"] = round(len(reference & set(s["front"])) / len(reference), 3)
-        print(f"{name:18} {s['wall_s']:7.1f} {s['epochs']:7d} {s['trained']:8d} "
+        print(f"{name:26} {s['wall_s']:7.1f} {s['epochs']:7d} {s['trained']:8d} "
               f"{s['reused']:7d} {s['pruned']:7d} {s['promoted']:9d} {len(s['front']):6d} "
               f"{s['recall']:7.2f}")
     for s in stats.values():
