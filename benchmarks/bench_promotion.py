@@ -41,13 +41,14 @@ SPACE = {"backbone": "tiny", "stages": {
         "position": ["post_bn"]},
     2: {"attention": {"none": None, "se": None, "cbam": None}, "position": ["post_bn"],
         "conv": ["standard", "rfaconv"]}}}
+STOPPING = {"enabled": True, "eta": 2, "grace_epochs": 2}
 RUNS = {"no-stopping": {"enabled": False},
-        "stopping": {"enabled": True, "eta": 2, "grace_epochs": 2},
-        "stopping-promote": {"enabled": True, "eta": 2, "grace_epochs": 2, "promote": True},
-        "stopping-dominated": {"enabled": True, "eta": 2, "grace_epochs": 2,
-                               "stop_dominated": True},
-        "gp-stopping": {"enabled": True, "eta": 2, "grace_epochs": 2},
-        "gp-stopping-ignore-pruned": {"enabled": True, "eta": 2, "grace_epochs": 2}}
+        "stopping": STOPPING,
+        "stopping-promote": {**STOPPING, "promote": True},
+        "stopping-dominated": {**STOPPING, "stop_dominated": True},
+        "gp-stopping": STOPPING,
+        "gp-stopping-ignore-pruned": STOPPING}
+TPE_RUNS = ("no-stopping", "stopping", "stopping-promote", "stopping-dominated")  # the default
 # the runs whose sampler is not the study's TPE: GP with 5 startup trials, learning from the
 # stopped trials (its default, search.learn_from_pruned) or ignoring them (Optuna's GP)
 SEARCH = {"gp-stopping": {"sampler": "gp", "startup_trials": 5},
@@ -92,9 +93,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS)[:4],
-                    help="which runs (default: the first four, TPE; no-stopping is the "
-                         "reference the promoted results are compared with)")
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(TPE_RUNS),
+                    help="which runs (default: the TPE ones; no-stopping is the reference the "
+                         "promoted results are compared with)")
     args = ap.parse_args()
     from nas_attn.pareto import pareto_front_mask
 

@@ -70,12 +70,10 @@ class _PrunedAsComplete:
         return getattr(self._study, name)
 
     def _view(self, trials: list[Any]) -> list[Any]:
-        from optuna.study import StudyDirection
         from optuna.trial import TrialState
 
         names = self._study.user_attrs.get(OBJECTIVES_ATTR)
-        dirs = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize"
-                for d in self._study.directions]
+        dirs = [d.name.lower() for d in self._study.directions]
         if not names or len(names) != len(dirs):
             return trials
         worst = worst_values([t.values for t in trials if t.state == TrialState.COMPLETE], dirs)

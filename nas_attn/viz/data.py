@@ -541,7 +541,7 @@ def table_rows(recs: Sequence[TrialRecord], front: Iterable[int] = ()) -> list[d
 def run_meta(study: Any, info: Mapping[str, Any] | None = None,
              study_yaml: str | None = None) -> RunMeta:
     info = info or {}
-    from nas_attn.search.samplers import STARTUP_SAMPLERS, learns_from_pruned
+    from nas_attn.search.samplers import learns_from_pruned
 
     sampler = info.get("sampler")
     options = info.get("options") or {}
@@ -549,8 +549,8 @@ def run_meta(study: Any, info: Mapping[str, Any] | None = None,
     if options.get("startup_trials") is not None:
         notes.append(f"{options['startup_trials']} random startup trials")
     # runs before search.learn_from_pruned existed have no key: their GP ignored PRUNED trials
-    if sampler in STARTUP_SAMPLERS and "learn_from_pruned" in options and learns_from_pruned(
-            sampler, options["learn_from_pruned"]):
+    if "learn_from_pruned" in options and learns_from_pruned(sampler,
+                                                             options["learn_from_pruned"]):
         notes.append("learns from stopped trials")
     if sampler and notes:
         sampler = f"{sampler} ({'; '.join(notes)})"
