@@ -12,8 +12,12 @@ of 40 trials; seeing the PRUNED trials, in 98-100 % (docs/tabular-benchmark.md).
 *imputed* objective values (:func:`imputed_values`): its known costs (FLOPs, params, latency,
 recorded on the trial before training), and for the accuracy objective the accuracy it had
 when it was stopped (``last_accuracy``), which is pessimistic (the accuracy was still
-rising). Objectives neither known nor reached get the worst value any COMPLETE trial has.
-Only the sampler sees this: the study, its front and every result keep the trial PRUNED.
+rising). A PRUNED trial missing one of these stays PRUNED in the view, for good: what the view
+shows of a trial depends on that trial alone, never on the rest of the study, because Optuna's
+samplers cache their intersection search space and never look at a finished trial twice (a
+trial that turned COMPLETE later, without a conditional parameter the cache kept, made the GP
+raise ``KeyError``). Only the sampler sees this: the study, its front and every result keep the
+trial PRUNED.
 
 A study that does not record its objective names (the ``objectives`` study attr the runner
 writes) is shown unchanged.
@@ -26,37 +30,24 @@ import functools
 from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
-from nas_attn.search.outcome import ACCURACY
+from nas_attn.search.outcome import ACCURACY, is_finite_number
 
 OBJECTIVES_ATTR = "objectives"  # study user attr: objective names, in the study's order
 
 
-def imputed_values(attrs: Mapping[str, Any], names: Sequence[str],
-                   worst: Sequence[float | None]) -> list[float] | None:
-    """The values a PRUNED trial with user attrs ``attrs`` is shown with, or None (leave it
-    out): per objective, its recorded cost (attr of the objective's name), else for the
-    accuracy objective its ``last_accuracy``, else ``worst`` (None: no COMPLETE trial has
-    one yet)."""
+def imputed_values(attrs: Mapping[str, Any], names: Sequence[str]) -> list[float] | None:
+    """The values a PRUNED trial with user attrs ``attrs`` is shown with, or None (it stays
+    PRUNED): per objective, its recorded cost (attr of the objective's name), else for the
+    accuracy objective its ``last_accuracy``."""
     out: list[float] = []
-    for name, w in zip(names, worst, strict=True):
-        if isinstance(attrs.get(name), int | float):
-            out.append(float(attrs[name]))
-        elif name == ACCURACY and isinstance(attrs.get("last_accuracy"), int | float):
-            out.append(float(attrs["last_accuracy"]))
-        elif w is not None:
-            out.append(float(w))
-        else:
+    for name in names:
+        v = attrs.get(name)
+        if not is_finite_number(v) and name == ACCURACY:
+            v = attrs.get("last_accuracy")
+        if not is_finite_number(v):
             return None
+        out.append(float(v))
     return out
-
-
-def worst_values(values: Sequence[Sequence[float]], directions: Sequence[str]
-                 ) -> list[float | None]:
-    """Per objective, the worst of ``values`` (rows of COMPLETE trials); None when empty."""
-    if not values:
-        return [None] * len(directions)
-    cols = list(zip(*values, strict=True))
-    return [min(c) if d == "maximize" else max(c) for c, d in zip(cols, directions, strict=True)]
 
 
 class _PrunedAsComplete:
@@ -73,14 +64,12 @@ class _PrunedAsComplete:
         from optuna.trial import TrialState
 
         names = self._study.user_attrs.get(OBJECTIVES_ATTR)
-        dirs = [d.name.lower() for d in self._study.directions]
-        if not names or len(names) != len(dirs):
+        if not names or len(names) != len(self._study.directions):
             return trials
-        worst = worst_values([t.values for t in trials if t.state == TrialState.COMPLETE], dirs)
         out = []
         for t in trials:
             if t.state == TrialState.PRUNED:
-                values = imputed_values(t.user_attrs, names, worst)
+                values = imputed_values(t.user_attrs, names)
                 if values is None:
                     out.append(t)
                     continue
