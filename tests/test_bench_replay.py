@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nas_attn.bench.metrics import FrontScorer, first_reaching, on_grid, trace_metrics
-from nas_attn.bench.replay import Method, replay, replay_once, summarize
+from nas_attn.bench.replay import Method, promotable, replay, replay_once, summarize
 from nas_attn.bench.table import from_curves
 from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import HalvingConfig
@@ -176,6 +176,71 @@ def test_promotion_resumes_pruned_architectures_without_paying_twice():
     assert not Method("random", off).promote  # no stopping, nothing to promote
 
 
+def test_promotable_takes_the_highest_rung_first_and_the_top_floor_n_over_eta():
+    # at rung 1, trial 1 dominates 0 and 3; the front {1, 2} leads (crowding ties, then accuracy)
+    rung1 = [(0, 0.5, 4.0), (1, 0.6, 2.0), (2, 0.3, 1.0), (3, 0.4, 3.0)]
+    assert promotable({1: rung1, 3: [(1, 0.7, 2.0)]}, {0: 1, 1: 3, 2: 1, 3: 1}, 2) == 2
+    assert promotable({1: rung1}, {0: 1, 3: 1}, 2) is None  # only the top 2 may go on
+    assert promotable({1: rung1}, {1: 1, 2: 1}, 4) == 1  # floor(4 / 4) = 1
+    assert promotable({1: rung1[:1]}, {0: 1}, 2) is None  # floor(1 / 2) = 0: no one yet
+    rung3 = [(5, 0.7, 2.0), (6, 0.2, 9.0)]
+    assert promotable({1: rung1, 3: rung3}, {5: 3, 2: 1}, 2) == 5  # highest rung first
+    assert promotable({}, {}, 3) is None
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_pause_replays_promotion_type_halving_exactly(oracle):
+    """Every step is checked against the rule: a resume of :func:`promotable`'s pick whenever
+    there is one (paying the epochs to the next rung), else a sampler proposal that pauses at
+    the first rung (or costs nothing when it is a duplicate)."""
+    t = product_table(epochs=4)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)  # rungs 1, 2; levels 1, 2, 4
+    method = Method("random", cfg, pause=True, oracle_ranking=oracle)
+    run = replay_once(t, method, 60, rep=3, scorer=FrontScorer.of(t))
+    assert method.name == "random+es+pause" + ("+oracle" if oracle else "")
+    tables: dict[int, list] = {1: [], 2: []}
+    paused: dict[int, int] = {}
+    level = {0: 1, 1: 2, 2: 4}
+    reached: dict[int, int] = {}
+    first_seed: dict[int, int] = {}
+    resumes = 0
+    for a, s, e, done in zip(run.archs, run.seeds, run.epochs, run.complete, strict=True):
+        a = int(a)
+        pick = promotable(tables, paused, 2)
+        if pick is not None:
+            resumes += 1
+            assert a == pick and s == first_seed[a]  # the same training continues
+            start = paused.pop(a)
+        elif a in reached:  # a duplicate proposal: its earlier outcome, no epochs
+            assert s < 0 and e == 0 and done == (reached[a] == 4)
+            continue
+        else:
+            start = 0
+            first_seed[a] = int(s)
+        end = level[start]
+        assert e == end - start and done == (end == 4)
+        reached[a] = end
+        if end < 4:
+            acc = t.final_mean[a] if oracle else t.acc[a, s, end - 1]
+            tables[end].append((a, float(acc), float(t.flops[a])))
+            paused[a] = end
+    assert resumes > 0 and run.complete.any()
+    assert run.metrics["hv_ratio"][-1] == pytest.approx(
+        FrontScorer.of(t).score(run.archs[run.complete])["hv_ratio"])
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_pause_resumes_through_the_model_samplers(sampler):
+    """A resume is an enqueued trial: the model samplers take it (also learning from the
+    paused trials) and the replay gets the architecture it asked for."""
+    t = product_table(epochs=4)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)
+    run = replay_once(t, Method(sampler, cfg, startup=3, pause=True, learn_from_pruned=True),
+                      16, rep=0)
+    resumed = [k for k in range(16) if run.seeds[k] >= 0 and run.archs[k] in run.archs[:k]]
+    assert resumed and run.complete.any()
+
+
 def test_startup_bound_is_never_slower_than_the_random_runs_it_starts_from():
     from nas_attn.bench.report import startup_bound
 
@@ -289,6 +354,14 @@ def test_bad_inputs():
     with pytest.raises(ConfigError, match="early stopping") as e:
         Method("random", oracle_ranking=True)
     assert e.value.field == "oracle_ranking"
+    with pytest.raises(ConfigError, match="reps"):
+        replay(t, [Method("random")], 5, reps=0)
+    with pytest.raises(ConfigError, match="early stopping") as e:
+        Method("random", pause=True)
+    assert e.value.field == "pause"
+    for cfg in (dict(promote=True), dict(stop_dominated=True)):
+        with pytest.raises(ConfigError, match="promote and stop_dominated off"):
+            Method("random", HalvingConfig(max_epochs=4, **cfg), pause=True)
 
 
 def _run(name, hv, epochs, recall=None):

@@ -21,15 +21,17 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     out, svg = tmp_path / "r.json", tmp_path / "r.svg"
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "24", "--workers", "2",
-         "--es", "3,1", "3,1,dom", "--oracle", "--learn", "--startup", "5", "--gp-reps", "2",
-         "--gp-trials", "12",
+         "--es", "3,1", "3,1,dom", "--oracle", "--learn", "--pause", "--startup", "5",
+         "--gp-reps", "2", "--gp-trials", "12", "--gp-methods", "plain", "es", "startup",
+         "learn", "pause",
          "--json", str(out), "--svg", str(svg)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     es = {f"{s}+es{tag}" for s in ("random", "tpe", "nsga2") for tag in ("", "(3,1,dom)")}
-    gp = {"gp", "gp-s5", "gp+es", "gp+es+learn"}
-    methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", *gp, *es,
+    gp = {"gp", "gp-s5", "gp+es", "gp+es+learn", "gp+es+pause+learn"}
+    pause = {f"{s}+es+pause{o}" for s in ("random", "tpe", "nsga2") for o in ("", "+oracle")}
+    methods = {"random", "tpe", "nsga2", "tpe-s5", "tpe-s5+es", *gp, *es, *pause,
                *(m + "+oracle" for m in es), "tpe+es+learn", "tpe+es(3,1,dom)+learn"}
     assert set(r["summary"]) == methods
     assert set(r["epochs_to_hv_levels"]) == methods
@@ -42,6 +44,7 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     assert text.startswith("<svg") and ">tpe-s5+es</text>" in text and ">gp" not in text
     assert "startup oracle (5 random trials" in res.stdout
     assert [h["stop_dominated"] for h in r["halving"]] == [False, True]
+    assert "tpe+es+pause" in r["targets"]["early_stopping"]
     ratio = r["targets"]["early_stopping"]["random+es(3,1,dom)"]
     assert len(ratio["epoch_ratio_ci95"]) == 2
 
@@ -65,3 +68,12 @@ def test_bad_early_stopping_setting_is_refused(bad):
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode != 0
     assert f"--es: {bad!r}" in res.stderr and "ETA,GRACE,dom" in res.stderr
+
+
+@pytest.mark.parametrize("flag, bad", [("--reps", "0"), ("--trials", "0"), ("--gp-reps", "-1")])
+def test_bad_counts_are_refused_before_anything_runs(flag, bad, tmp_path):
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, str(SCRIPT), flag, bad, "--json", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 2
+    assert f"{flag}: {bad} is not an integer >=" in res.stderr and not out.exists()

@@ -36,7 +36,7 @@ from nas_attn.bench.report import (
 from nas_attn.bench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
 
-GP_METHODS = ("plain", "es", "startup", "learn")
+GP_METHODS = ("plain", "es", "startup", "learn", "pause")
 
 
 def _clean(x):
@@ -106,11 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", nargs="+", default=["random", "tpe", "nsga2"])
     p.add_argument("--gp-reps", type=int, default=3)
     p.add_argument("--gp-trials", type=int, default=100)
-    p.add_argument("--gp-methods", nargs="+", choices=GP_METHODS, default=list(GP_METHODS),
+    p.add_argument("--gp-methods", nargs="+", choices=GP_METHODS, default=list(GP_METHODS[:4]),
                    help="which GP replays: plain (Optuna's 10 startup trials), es (with the "
                         "first early-stopping setting), startup (with each --startup N), learn "
                         "(like es, the model learning from PRUNED trials: "
-                        "search.learn_from_pruned)")
+                        "search.learn_from_pruned), pause (like learn, as promotion-type "
+                        "halving, see --pause; not by default)")
     p.add_argument("--es", nargs="+", default=["3,1"], metavar="ETA,GRACE[,dom]",
                    help="early-stopping settings to compare (eta,grace_epochs, and ',dom' for "
                         "early_stopping.stop_dominated: true); the first is named SAMPLER+es, "
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--promote", action="store_true",
                    help="also replay each early-stopping setting with promotion of re-proposed "
                         "pruned architectures (early_stopping.promote: true in a study)")
+    p.add_argument("--pause", action="store_true",
+                   help="also replay each early-stopping setting without ',dom' as "
+                        "promotion-type halving (trials pause at every rung and resume when in "
+                        "the top 1/eta; an analysis, the runner stops instead), with --oracle "
+                        "also oracle-ranked")
     p.add_argument("--learn", action="store_true",
                    help="also replay tpe with each early-stopping setting, its model learning "
                         "from PRUNED trials (search.learn_from_pruned: true)")
@@ -133,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot-epochs", type=float, default=None, help="epoch axis limit")
     p.add_argument("--plot-y-min", type=float, default=0.0, help="HV-ratio axis start")
     args = p.parse_args(argv)
+    for flag, value, low in (("--reps", args.reps, 1), ("--trials", args.trials, 1),
+                             ("--gp-reps", args.gp_reps, 0), ("--gp-trials", args.gp_trials, 0)):
+        if value < low:
+            p.error(f"{flag}: {value} is not an integer >= {low}")
 
     table = load_table(args.table)
     print(f"table: {table.summary()}")
@@ -147,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.promote:
         methods += [Method(s, replace(cfg, promote=True), tag) for cfg, tag in configs
                     for s in args.samplers]
+    if args.pause:
+        methods += [Method(s, cfg, tag, pause=True, oracle_ranking=oracle)
+                    for oracle in (False, True) if args.oracle or not oracle
+                    for cfg, tag in configs if not cfg.stop_dominated for s in args.samplers]
     if args.learn:
         methods += [Method(s, cfg, tag, learn_from_pruned=True) for cfg, tag in configs
                     for s in args.samplers if s == "tpe"]
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             gp_methods += [Method("gp", startup=n) for n in args.startup]
         gp_methods += [Method("gp", configs[0][0], learn_from_pruned=learn)
                        for learn in (False, True) if ("learn" if learn else "es") in args.gp_methods]
+        if "pause" in args.gp_methods:
+            gp_methods.append(Method("gp", configs[0][0], pause=True, learn_from_pruned=True))
         gp = replay(table, gp_methods, args.gp_trials, args.gp_reps, workers=args.workers)
         gp_s = time.perf_counter() - t1
         runs.update(gp)

@@ -31,6 +31,15 @@ not of its noisy ranking.
 Trials run one after another (asynchronous halving with sequential arrivals); a real run
 with concurrent workers decides some trials earlier or later.
 
+``Method(pause=True)`` is an analysis too: *promotion-type* halving (Syne Tune's
+``type="promotion"``; ASHA as Li et al. first describe it), a rule the runner does not have. Every
+trial pauses at every rung instead of being decided on arrival. Before each proposal the replay
+looks, highest rung first, for a paused trial ranking in the top ``floor(n / eta)`` of its rung's
+table (:func:`promotable`, the runner's ranking :func:`nas_attn.search.pruning.rank_rung`) and
+resumes it, as an enqueued trial with the same parameters, up to the next rung (or the full
+budget, then COMPLETE), paying only the epochs it adds; only when none is promotable does the
+sampler propose. A paused trial is told PRUNED (it is in no front until it completes).
+
 With ``HalvingConfig(promote=True)`` (the study setting ``early_stopping.promote``) a
 re-proposed PRUNED architecture is *promoted*, as the runner does: it resumes the same training
 (same seed curve) after the rung it stopped at, goes through the later rungs again, and pays
@@ -53,7 +62,7 @@ from nas_attn.bench.table import Table, params_key
 from nas_attn.errors import ConfigError
 from nas_attn.search.outcome import ACCURACY
 from nas_attn.search.pruned_view import OBJECTIVES_ATTR
-from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving
+from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving, rank_rung
 from nas_attn.search.samplers import check_startup_trials
 from nas_attn.search.samplers import make_sampler as _make_sampler
 
@@ -80,6 +89,7 @@ class Method:
     startup: int | None = None
     oracle_ranking: bool = False  # rungs see the mean final accuracy (see the module doc)
     learn_from_pruned: bool = False  # the tpe/gp model sees PRUNED trials (imputed values)
+    pause: bool = False  # promotion-type halving (see the module doc)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -88,6 +98,13 @@ class Method:
         if self.oracle_ranking and not self.early_stopping:
             raise ConfigError("oracle_ranking", True, "needs early stopping (an enabled "
                               "halving setting) to rank anything")
+        if self.pause and not self.early_stopping:
+            raise ConfigError("pause", True, "needs early stopping (an enabled halving "
+                              "setting): its eta, grace and tie-break")
+        if self.pause and (self.halving.promote or self.halving.stop_dominated):
+            raise ConfigError("pause", True, "replays promotion-type halving, which neither "
+                              "stops nor promotes on re-proposal: leave promote and "
+                              "stop_dominated off")
 
     @property
     def early_stopping(self) -> bool:
@@ -102,8 +119,8 @@ class Method:
     def name(self) -> str:
         start = "" if self.startup is None else f"-s{self.startup}"
         return self.sampler + start + ("+es" + self.tag if self.early_stopping else "") + (
-            "+promote" if self.promote else "") + ("+oracle" if self.oracle_ranking else "") + (
-            "+learn" if self.learn_from_pruned else "")
+            "+promote" if self.promote else "") + ("+pause" if self.pause else "") + (
+            "+oracle" if self.oracle_ranking else "") + ("+learn" if self.learn_from_pruned else "")
 
 
 @dataclass
@@ -160,6 +177,20 @@ class _Proposer:
         return i
 
 
+def promotable(tables: Mapping[int, Sequence[tuple[int, float, float]]],
+               paused: Mapping[int, int], eta: int, tie_break: str = "crowding") -> int | None:
+    """Promotion-type halving's next resume: highest rung first, the best-ranked architecture
+    paused at that rung (``paused``: architecture -> rung epoch it waits at) among the top
+    ``floor(n / eta)`` of the ``n`` rows (architecture, accuracy, FLOPs) of its rung table;
+    None when no paused trial ranks there."""
+    for rung in sorted(tables, reverse=True):
+        rows = tables[rung]
+        for a in rank_rung(rows, tie_break=tie_break)[: len(rows) // eta]:
+            if paused.get(a) == rung:
+                return a
+    return None
+
+
 def replay_once(table: Table, method: Method, n_trials: int, rep: int,
                 scorer: FrontScorer | None = None) -> ReplayRun:
     """One repetition of ``method`` for ``n_trials`` trials; ``rep`` seeds the sampler and the
@@ -186,6 +217,8 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     # architecture -> (seed column, rung it was stopped at or None, values or None)
     seen: dict[int, tuple[int, int | None, list[float] | None]] = {}
     last_acc: dict[int, float] = {}  # architecture -> accuracy when its training ended
+    tables: dict[int, list[tuple[int, float, float]]] = {r: [] for r in rungs}  # pause
+    paused: dict[int, int] = {}  # pause: architecture -> rung epoch it waits at
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
@@ -193,10 +226,31 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
             method.sampler, rep, method.startup, method.learn_from_pruned))
         study.set_user_attr(OBJECTIVES_ATTR, [ACCURACY, "flops"])  # as the runner records
         for k in range(n_trials):
+            resume = promotable(tables, paused, method.halving.eta, method.halving.tie_break
+                                ) if method.pause else None
+            if resume is not None:
+                study.enqueue_trial(dict(table.arch_params[resume]))
             trial = study.ask()
             a = propose(trial)
             archs[k] = a
-            if a in seen and (seen[a][1] is None or not method.promote):
+            if resume is not None and a != resume:
+                raise ConfigError("table.arch_params", table.arch_params[resume],
+                                  "the enqueued parameters name another architecture")
+            if method.pause and (resume is not None or a not in seen):
+                s, start = (seen[a][0], paused.pop(a)) if resume is not None else (
+                    int(rng.integers(table.n_seeds)), 0)
+                seeds[k] = s
+                curve = table.acc[a, s]
+                end = next((r for r in rungs if r > start), table.epochs)
+                epochs[k] = end - start
+                values = [float(curve[-1]), float(flops[a])] if end == table.epochs else None
+                if values is None:
+                    seen_acc = mean_final[a] if method.oracle_ranking else curve[end - 1]
+                    tables[end].append((a, float(seen_acc), float(flops[a])))
+                    paused[a] = end
+                seen[a] = (s, end if values is None else None, values)
+                last_acc[a] = float(curve[end - 1])
+            elif a in seen and (seen[a][1] is None or not method.promote):
                 values = seen[a][2]
             else:
                 if a in seen:  # promotion: the same training resumes after its rung
@@ -240,6 +294,8 @@ def replay(table: Table, methods: Sequence[Method], n_trials: int, reps: int,
     """Every method for ``reps`` repetitions (reps ``first_rep ..``), metrics included.
 
     ``workers > 1`` spreads the (method, rep) pairs over that many processes (fork)."""
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError("reps", reps, "must be an integer >= 1")
     tasks = [(table, m, n_trials, first_rep + r) for m in methods for r in range(reps)]
     if workers > 1:
         import multiprocessing as mp
