@@ -68,3 +68,30 @@ def test_quickstart_cut_down_runs_end_to_end(tmp_path):
     assert r.best("knee")["number"] in set(front["number"])
     csv = pd.read_csv(run / "trials.csv")
     assert list(csv["number"]) == list(df["number"])
+
+
+def test_one_trial_at_a_time_a_run_is_reproducible(tmp_path):
+    """docs/search.md: with ``max_concurrent`` 1 a fresh run of a study repeats itself: the same
+    proposals, the same rung decisions, the same accuracies (seeded sampler, seeded training)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    data["space"] = str(ROOT / "search_spaces" / "quickstart.yaml")
+    data["data"].update(train_size=600, val_size=300, test_size=100)
+    data["train"]["epochs"] = 4
+    data["early_stopping"] = {"enabled": True, "eta": 2, "grace_epochs": 1}
+    study = tmp_path / "small.yaml"
+    study.write_text(yaml.safe_dump(data))
+    cols = ["number", "state", "spec_hash", "val_accuracy", "last_accuracy", "epochs_trained"]
+    tables = []
+    for name in ("a", "b"):
+        res = subprocess.run(
+            [sys.executable, "-m", "nas_attn", "search", str(study), "--trials", "5",
+             "--max-concurrent", "1", "--out", name, "--num-cpus", "2", "-q"],
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+            timeout=480, cwd=tmp_path)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        tables.append(pd.read_csv(tmp_path / name / "trials.csv")[cols])
+    a, b = tables
+    assert len(a) == 5 and a["spec_hash"].nunique() > 1
+    pd.testing.assert_frame_equal(a, b)
