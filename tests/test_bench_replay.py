@@ -422,6 +422,26 @@ def test_report_outputs():
     assert [tr.line.dash for tr in fig.data] == ["solid"] * 2 + ["dash"] * 2 + ["dot"] * 2
 
 
+def test_truncate_cuts_every_trial_field_and_metric():
+    from nas_attn.bench.report import curves, truncate
+
+    t = product_table(epochs=4)
+    cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)
+    runs = replay(t, [Method("random"), Method("random", cfg)], 20, reps=2)
+    cut = truncate(runs, 7)
+    for name, rs in runs.items():
+        for whole, part in zip(rs, cut[name], strict=True):
+            assert len(part.archs) == len(part.seeds) == len(part.complete) == 7
+            assert part.epochs.tolist() == whole.epochs[:7].tolist()
+            assert part.consumed[-1] == whole.consumed[6]
+            for k, v in whole.metrics.items():
+                assert part.metrics[k].tolist() == v[:7].tolist()
+            assert len(whole.archs) == 20  # the runs themselves are left alone
+    assert curves(cut).trials.tolist() == list(range(1, 8))
+    with pytest.raises(ConfigError, match="n"):
+        truncate(runs, 0)
+
+
 def test_rank_correlation_by_epoch_exact():
     from nas_attn.bench.metrics import rank_correlation_by_epoch
 

@@ -18,12 +18,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_cut_down_replay_writes_every_output(tmp_path):
-    out, svg = tmp_path / "r.json", tmp_path / "r.svg"
+    out, svg, gp_svg = tmp_path / "r.json", tmp_path / "r.svg", tmp_path / "gp.svg"
     res = subprocess.run(
         [sys.executable, str(SCRIPT), "--reps", "2", "--trials", "24", "--workers", "2",
          "--es", "3,1", "3,1,dom", "--oracle", "--learn", "--pause", "--startup", "5",
          "--gp-reps", "2", "--gp-trials", "12", "--gp-methods", "plain", "es", "startup",
-         "learn", "pause",
+         "learn", "pause", "--gp-svg", str(gp_svg),
          "--json", str(out), "--svg", str(svg)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -42,6 +42,10 @@ def test_cut_down_replay_writes_every_output(tmp_path):
     assert lo <= float(r["summary"]["random"]["trials_to_target"]) <= hi
     text = svg.read_text()  # the plot leaves GP out
     assert text.startswith("<svg") and ">tpe-s5+es</text>" in text and ">gp" not in text
+    gp_text = gp_svg.read_text()  # GP beside each sampler with and without stopping
+    for name in ("random", "random+es", "tpe", "tpe+es", "gp", "gp-s5", "gp+es+learn"):
+        assert f">{name}</text>" in gp_text, name
+    assert ">tpe-s5+es</text>" not in gp_text and ">random+es+oracle</text>" not in gp_text
     assert "startup oracle (5 random trials" in res.stdout
     assert [h["stop_dominated"] for h in r["halving"]] == [False, True]
     assert "tpe+es+pause" in r["targets"]["early_stopping"]

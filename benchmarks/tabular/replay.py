@@ -32,6 +32,7 @@ from nas_attn.bench.report import (
     markdown_table,
     startup_bound,
     targets,
+    truncate,
 )
 from nas_attn.bench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
@@ -86,6 +87,13 @@ def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: f
     if args.svg and gp_s is None:  # the plot leaves GP out (fewer trials, fewer reps)
         c = curves(runs, max_epochs=args.plot_epochs)
         Path(args.svg).write_text(curves_svg(c, y_min=args.plot_y_min) + "\n")
+    if args.gp_svg and gp_s is not None:  # GP beside each sampler with and without the
+        # first early-stopping setting, every method cut to GP's trials
+        keep = {m for s in args.samplers for m in (s, s + "+es")} | {
+            m for m in runs if m.startswith("gp")}
+        c = curves(truncate({m: rs for m, rs in runs.items() if m in keep}, args.gp_trials),
+                   max_epochs=args.gp_plot_epochs)
+        Path(args.gp_svg).write_text(curves_svg(c, y_min=args.plot_y_min) + "\n")
 
 
 def es_setting(text: str, max_epochs: int) -> HalvingConfig:
@@ -137,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the summary and targets here")
     p.add_argument("--svg", default=None, help="write the HV-ratio plot here")
     p.add_argument("--plot-epochs", type=float, default=None, help="epoch axis limit")
+    p.add_argument("--gp-svg", default=None,
+                   help="write a second plot here: the GP replays beside each sampler with and "
+                        "without the first early-stopping setting, all cut to --gp-trials")
+    p.add_argument("--gp-plot-epochs", type=float, default=None,
+                   help="epoch axis limit of --gp-svg")
     p.add_argument("--plot-y-min", type=float, default=0.0, help="HV-ratio axis start")
     args = p.parse_args(argv)
     for flag, value, low in (("--reps", args.reps, 1), ("--trials", args.trials, 1),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from nas_attn.bench.metrics import (
     trials_to,
 )
 from nas_attn.bench.replay import ReplayRun
+from nas_attn.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,16 @@ def curves(runs: Mapping[str, Sequence[ReplayRun]], points: int = 120,
         he = np.stack([on_grid(r.metrics["hv_ratio"], r.consumed, grid) for r in rs])
         by_e[name] = np.percentile(he, [25, 50, 75], axis=0)
     return Curves(np.arange(1, n + 1), grid, by_t, by_e)
+
+
+def truncate(runs: Mapping[str, Sequence[ReplayRun]], n: int) -> dict[str, list[ReplayRun]]:
+    """The same runs cut to their first ``n`` trials (metrics included), so that methods
+    replayed with different trial counts can share one plot."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("n", n, "must be an integer >= 1")
+    return {name: [replace(r, archs=r.archs[:n], seeds=r.seeds[:n], complete=r.complete[:n],
+                           epochs=r.epochs[:n], metrics={k: v[:n] for k, v in r.metrics.items()})
+                   for r in rs] for name, rs in runs.items()}
 
 
 STARTUP_TRIALS = 10  # Optuna's n_startup_trials default for TPESampler and GPSampler
