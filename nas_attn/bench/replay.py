@@ -236,39 +236,32 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
             if resume is not None and a != resume:
                 raise ConfigError("table.arch_params", table.arch_params[resume],
                                   "the enqueued parameters name another architecture")
-            if method.pause and (resume is not None or a not in seen):
-                s, start = (seen[a][0], paused.pop(a)) if resume is not None else (
-                    int(rng.integers(table.n_seeds)), 0)
+            if resume is not None:  # pause: the same training resumes after its rung
+                s, start = seen[a][0], paused.pop(a)
+            elif a in seen and (seen[a][1] is None or not method.promote):
+                s, values = None, seen[a][2]
+            elif a in seen:  # promotion: the same training resumes after its rung
+                s, start, _ = seen[a]
+            else:
+                s, start = int(rng.integers(table.n_seeds)), 0
+            if s is not None:
                 seeds[k] = s
                 curve = table.acc[a, s]
-                end = next((r for r in rungs if r > start), table.epochs)
+                # what the rungs see: the drawn seed's accuracy, or (oracle) the mean final one
+                ranked = np.full(table.epochs, mean_final[a]) if method.oracle_ranking else curve
+                later = [r for r in rungs if r > start]
+                if method.pause:  # it waits at the next rung, if any
+                    end = later[0] if later else table.epochs
+                    if later:
+                        tables[end].append((a, float(ranked[end - 1]), float(flops[a])))
+                        paused[a] = end
+                else:  # it goes on until a rung stops it
+                    end = next((r for r in later if halving.report(
+                        trial.number, r, float(ranked[r - 1]), float(flops[a])) == STOP), table.epochs)
                 epochs[k] = end - start
                 values = [float(curve[-1]), float(flops[a])] if end == table.epochs else None
-                if values is None:
-                    seen_acc = mean_final[a] if method.oracle_ranking else curve[end - 1]
-                    tables[end].append((a, float(seen_acc), float(flops[a])))
-                    paused[a] = end
-                seen[a] = (s, end if values is None else None, values)
+                seen[a] = (s, None if values else end, values)
                 last_acc[a] = float(curve[end - 1])
-            elif a in seen and (seen[a][1] is None or not method.promote):
-                values = seen[a][2]
-            else:
-                if a in seen:  # promotion: the same training resumes after its rung
-                    s, start, _ = seen[a]
-                else:
-                    s, start = int(rng.integers(table.n_seeds)), 0
-                seeds[k] = s
-                curve = table.acc[a, s]
-                stopped_at = None
-                for r in (r for r in rungs if r > start):
-                    seen_acc = mean_final[a] if method.oracle_ranking else curve[r - 1]
-                    if halving.report(trial.number, r, float(seen_acc), float(flops[a])) == STOP:
-                        stopped_at = r
-                        break
-                epochs[k] = (stopped_at or table.epochs) - start
-                values = [float(curve[-1]), float(flops[a])] if stopped_at is None else None
-                seen[a] = (s, stopped_at, values)
-                last_acc[a] = float(curve[(stopped_at or table.epochs) - 1])
             done = values is not None
             complete[k] = done
             trial.set_user_attr("flops", float(flops[a]))  # the runner's attrs (costs, and
