@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import is_finite_number
 
 HParamKind = Literal["int", "float", "categorical", "subset", "bool"]
 
@@ -78,7 +79,7 @@ class HParam:
                 raise ConfigError(field, value, "out of range", self.describe())
             return value
         if self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ConfigError(field, value, "expected a number", self.describe())
             value = float(value)
             if not (self.low <= value <= self.high):

@@ -30,31 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import (
+    DEFAULT_OBJECTIVES,
+    DIRECTIONS,
+    OBJECTIVES,
+    Objective,
+    is_finite_number,
+)
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
               "search")
-OBJECTIVES = {"val_accuracy": "maximize", "flops": "minimize", "params": "minimize",
-              "latency_ms": "minimize"}
-DIRECTIONS = ("maximize", "minimize")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective. The direction is fixed by the metric; writing it is a check, not a
-    choice (``val_accuracy: minimize`` is refused)."""
-
-    name: str
-    direction: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "direction": self.direction}
-
-
-DEFAULT_OBJECTIVES = (Objective("val_accuracy", "maximize"), Objective("flops", "minimize"))
 
 
 @dataclass(frozen=True)
@@ -311,7 +300,7 @@ def _check_bool(v: Any, field: str) -> None:
 
 
 def _check_number(v: Any, field: str, positive: bool) -> None:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    if not is_finite_number(v):
         raise ConfigError(field, v, "expected a number")
     if (v <= 0) if positive else (v < 0):
         raise ConfigError(field, v, "must be > 0" if positive else "must be >= 0")

@@ -181,25 +181,31 @@ def test_pareto_counts_a_failure_without_cost(tmp_path):
 
 def test_hypervolume_data(recs):
     d = vd.hypervolume_data(recs, OBJS)
-    assert d.reference == (0.0, 1.1 * 3000.0)  # max flops over finished trials x 1.1
+    assert d.reference == (0.0, 2 * 1000.0)  # 2 x the flops of the first COMPLETE trial
     assert d.numbers == (0, 1, 2, 3, 4, 5)
     assert d.epochs == (3, 6, 9, 10, 12, 15)
     assert d.seconds == (10.0, 21.0, 33.0, 35.0, 40.0, 49.0)
-    r = 1.1 * 3000.0
-    hv0 = 0.8 * (r - 1000)
-    hv1 = hv0 + 0.05 * (r - 2000)
-    hv5 = hv1 + 0.75 * 200
-    assert d.hypervolume == pytest.approx((hv0, hv1, hv1, hv1, hv1, hv5), rel=1e-12)
+    box = 1.0 * 2000.0  # between the reference and the ideal point (accuracy 1, flops 0)
+    hv0 = 0.8 * (2000 - 1000) / box  # trials 1 and 2 are not below the reference's flops
+    hv5 = hv0 + 0.75 * (1000 - 800) / box
+    assert d.hypervolume == pytest.approx((hv0, hv0, hv0, hv0, hv0, hv5), rel=1e-12)
     fixed = vd.hypervolume_data(recs, OBJS, reference=(0.5, 2000.0))
     assert fixed.reference == (0.5, 2000.0)
-    assert fixed.hypervolume[-1] == pytest.approx(0.3 * 1000 + 0.25 * 200, rel=1e-12)
+    assert fixed.hypervolume[-1] == pytest.approx((0.3 * 1000 + 0.25 * 200) / (0.5 * 2000),
+                                                  rel=1e-12)
 
 
-def test_reference_point_ignores_untrained_proposals(recs):
-    over = vd.TrialRecord(9, "FAIL", None, None, 9999.0, None, "over_budget", None, None,
-                          attrs={"flops": 9999.0})
-    assert vd.reference_point([*recs, over], OBJS) == (0.0, 1.1 * 3000.0)
-    assert vd.reference_point([over], OBJS) is None
+def test_dashboard_takes_the_reference_point_recorded_in_the_study(study):
+    from nas_attn.objectives import REFERENCE_ATTR
+    from nas_attn.viz.dashboard import build
+
+    assert build(study, {"objectives": OBJECTIVES}).hypervolume.reference == (0.0, 2000.0)
+    study.set_user_attr(REFERENCE_ATTR, {"val_accuracy": 0.0, "flops": 5000.0})
+    d = build(study, {"objectives": OBJECTIVES})
+    assert d.hypervolume.reference == (0.0, 5000.0)
+    # front by flops: (0.75, 800), (0.8, 1000), (0.85, 2000); slices up to flops 5000
+    area = 0.75 * (1000 - 800) + 0.8 * (2000 - 1000) + 0.85 * (5000 - 2000)
+    assert d.hypervolume.hypervolume[-1] == pytest.approx(area / 5000, rel=1e-12)
 
 
 def test_curves_from_ray_results(tmp_path, study):

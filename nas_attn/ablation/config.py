@@ -73,9 +73,10 @@ def _from_run(path: Path, trial: int | None) -> BaseSource:
     df = run.trials
     with_spec = df[df["spec"].notna()] if "spec" in df.columns else df.iloc[0:0]
     if trial is None:
-        done = [int(n) for n in with_spec[with_spec["state"] == "COMPLETE"]["number"]]
+        front = sorted(int(n) for n in run.front()["number"])
         raise ConfigError("--trial", None, f"{path} is a search run folder: say which trial to "
-                          "ablate (its COMPLETE trials)", done)
+                          "ablate (the trials of its Pareto front; any COMPLETE trial works)",
+                          front)
     rows = with_spec[with_spec["number"] == trial]
     if rows.empty:
         raise ConfigError("--trial", trial, f"no trial with a spec in {path}",

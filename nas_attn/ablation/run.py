@@ -38,7 +38,8 @@ from ray.tune.search import Searcher
 
 from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
-from nas_attn.search.outcome import COMPLETE, FAIL, Objective, Outcome
+from nas_attn.objectives import Objective, is_finite_number
+from nas_attn.search.outcome import COMPLETE, FAIL, Outcome
 from nas_attn.search.searcher import TrialBookkeeping
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ class JobSearcher(TrialBookkeeping):
         attrs["train_seconds"] = round(time.time() - p.started, 3)
         for k in _METRIC_ATTRS:
             v = (p.last_result or {}).get(k)
-            if isinstance(v, int | float) and v == v and abs(v) != float("inf"):
+            if is_finite_number(v):
                 attrs[k] = float(v)
         for k, v in attrs.items():
             p.trial.set_user_attr(k, v)
@@ -254,6 +255,7 @@ def _open_study(run_dir: Path, name: str, fp: str, metric: str) -> Any:
     import optuna
 
     from nas_attn.search import storage as st
+    from nas_attn.search.runner import name_metrics
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = st.open_storage(st.default_url(run_dir))
@@ -264,12 +266,14 @@ def _open_study(run_dir: Path, name: str, fp: str, metric: str) -> Any:
         study.set_user_attr(FINGERPRINT_ATTR, fp)
         study.set_user_attr("objectives", [metric])
         study.set_user_attr("kind", "ablation")
+        name_metrics(study, (Objective(metric, "maximize"),))
         return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fp:
         raise ConfigError("--resume", str(run_dir), "the ablation in this folder was made with "
                           "other jobs, data, training or metric (fingerprint "
                           f"{study.user_attrs.get(FINGERPRINT_ATTR)} != {fp}); start a new run "
                           "folder")
+    name_metrics(study, (Objective(metric, "maximize"),))  # a study made before it was named
     return study
 
 

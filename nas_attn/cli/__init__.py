@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
 
     _load_commands()
     try:
-        app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+        # with standalone_mode=False click returns a command's ``typer.Exit(code)`` code
+        # instead of raising it (typer 0.29 and click 8); None when a command just returns
+        code = app(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
     except NasAttnError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
-    except typer.Exit as e:
+    except typer.Exit as e:  # older click raised it
         return e.exit_code
     except typer.Abort:
         err_console.print("aborted")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def _is_click_exception(e: BaseException) -> bool:

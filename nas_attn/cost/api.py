@@ -1,7 +1,8 @@
 """``profile()``: params, FLOPs with every attention op counted, optional measured latency.
 
 Specs are built under ``torch.device("meta")`` (no weights allocated, nothing computed) and
-counted on meta tensors, then cached by (spec hash, input size, batch size). A given model runs
+counted on meta tensors, then cached by (spec hash, input size, batch size, the handler table:
+a handler registered later is used at once). A given model runs
 once in ``eval()`` under no_grad on a zero input of batch 1; its training flags are restored and,
 because it runs in eval mode, its BatchNorm running statistics never change.
 """
@@ -248,7 +249,8 @@ def profile(
     movement free. FLOPs are per image. Details: :mod:`nas_attn.cost.handlers`,
     docs/cost-model.md.
 
-    Specs are counted on meta tensors and cached by (spec hash, input size, batch size);
+    Specs are counted on meta tensors and cached by (spec hash, input size, batch size and the
+    state of the handler table, so ``register_flop_handler`` takes effect on the next call);
     latency is measured afresh on every call that asks for it. ``strict=True`` raises
     :class:`UnhandledOpsError` if an op had no handler (else it warns and counts it 0).
     """
@@ -293,7 +295,7 @@ def _profile_spec(
         if size[0] != canon.in_chans:
             raise ConfigError("input_size", list(size),
                               f"the spec has in_chans={canon.in_chans}")
-    key = (h, size, batch_size)
+    key = (h, size, batch_size, _handler_table())
     cached = _CACHE.get(key)
     if cached is not None:
         _CACHE.move_to_end(key)
@@ -377,6 +379,15 @@ def profile_module(
         attention = [(name, module)]
         counter = count_forward(module, inputs, attention)
     return _result(module, counter, attention, (channels, h, w), 1, strict)
+
+
+def _handler_table() -> tuple[frozenset, frozenset]:
+    """The FLOP handler table and the free ops, as part of the cache key: counts made with
+    another table (before a ``register_flop_handler``) are never returned. The key holds the
+    handlers themselves, not their ids, so a freed handler's id cannot be mistaken for it."""
+    from nas_attn.cost.handlers import FLOP_HANDLERS, FREE_OPS
+
+    return frozenset(FLOP_HANDLERS.items()), frozenset(FREE_OPS)
 
 
 def clear_cache() -> None:

@@ -207,6 +207,7 @@ def export_bundle(
     base_dir: str | Path | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    name: str | None = None,
 ) -> Path:
     """Write an export bundle of ``spec`` with the weights of ``model_or_state_dict``.
 
@@ -216,6 +217,8 @@ def export_bundle(
     the card (keys: :data:`nas_attn.export.card.METADATA_KEYS`). ``input_size`` is (C, H, W) or
     (H, W); by default the backbone's natural input. ``base_dir``: when given, ``out_dir`` is
     relative to it and must not escape it. ``atol``/``rtol``: the ONNX check's tolerance.
+    ``name``: the bundle's folder name that ``LOADING.md`` loads (default: ``out_dir``'s
+    last part; give it when the bundle is written in a staging folder and moved afterwards).
 
     Returns the bundle's absolute path. Raises ConfigError for bad input or an existing output
     path without ``force``, :class:`~nas_attn.export.onnx.ExportError` (or its subclass
@@ -239,7 +242,7 @@ def export_bundle(
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_bundle(tmp, canon, model, shape, meta, target.name, atol, rtol)
+        _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol)
         _check_target(target, force)  # again: the export took a while
         _commit(tmp, target)
     except BaseException:

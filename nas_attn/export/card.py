@@ -10,12 +10,12 @@ Everything here is pure apart from the version look-up.
 from __future__ import annotations
 
 import json
-import math
 import platform
 from collections.abc import Mapping
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import is_finite_number
 
 FORMAT = "nas-attn-bundle"
 FORMAT_VERSION = 1
@@ -55,7 +55,7 @@ def validate_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError("metadata.notes", value, "expected a string")
         if key == "objectives":
             for name, v in value.items():
-                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                if not is_finite_number(v):
                     raise ConfigError(f"metadata.objectives.{name}", v, "expected a finite number")
         if key == "directions":
             for name, d in value.items():

@@ -22,7 +22,6 @@ no two the same) before any training; bundles are written into a hidden staging 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import is_finite_number
 
 EXPORTS = "exports"
 _CHECKPOINT_FORMAT = "nas-attn-checkpoint"
@@ -198,7 +198,7 @@ def _objectives_of(row: Mapping[str, Any], objectives: Sequence[tuple[str, str]]
     out = {}
     for name, _ in objectives:
         v = row.get(name)
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+        if is_finite_number(v):
             out[name] = float(v)
     return out
 
@@ -327,7 +327,8 @@ def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
         for i, p in enumerate(planned):
             weights, meta = _weights_for(p, run, retrain, epochs, seeds, data, say)
             path = export_bundle(p.selection.spec, weights, f"b{i}", metadata=meta,
-                                 input_size=run.input_size, base_dir=staging)
+                                 input_size=run.input_size, base_dir=staging,
+                                 name=p.target.name)
             staged.append(path)
         for p in planned:
             _check_target(p.target, force)  # again: training took a while

@@ -11,9 +11,10 @@ Picks::
 
 They work on the trials table of a run (one row per trial) with the columns ``number``,
 ``state``, one column per objective (by default ``val_accuracy`` maximised and ``flops``
-minimised), ``spec_hash`` and the spec as JSON in ``spec`` or ``spec_json``. Only COMPLETE
-trials with finite objective values enter the front: pruned trials were stopped early, so their
-numbers describe a partly trained network.
+minimised), ``spec_hash``, ``reused`` and the spec as JSON in ``spec`` or ``spec_json``. The
+front is the run's (:func:`nas_attn.objectives.pareto_front`): COMPLETE trials with finite
+objective values, one per architecture (a trial that reused an earlier result is left out);
+pruned trials were stopped early, so their numbers describe a partly trained network.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import ACCURACY, FLOPS, is_finite_number
+from nas_attn.objectives import DEFAULT_OBJECTIVES as _DEFAULT
 
 PICKS = ("knee", "max-accuracy", "min-flops", "flops<=X", "trial=N", "front")
-DEFAULT_OBJECTIVES = (("val_accuracy", "maximize"), ("flops", "minimize"))
-ACCURACY, FLOPS = "val_accuracy", "flops"
+DEFAULT_OBJECTIVES = tuple((o.name, o.direction) for o in _DEFAULT)
 SPEC_COLUMNS = ("spec_json", "spec")
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _FLOPS_RE = re.compile(r"^flops\s*<=\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)$", re.I)
@@ -88,35 +90,33 @@ def _spec_column(df: Any) -> str:
                       list(df.columns))
 
 
+def _rows(df: Any, numbers: set[int]) -> Any:
+    return df[df["number"].isin(numbers)]
+
+
 def complete_trials(df: Any, objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> Any:
-    """COMPLETE trials whose objective values are all finite, sorted by number."""
+    """The trials that may enter the front (COMPLETE, finite objective values, one per
+    architecture: :func:`nas_attn.objectives.candidates`), sorted by number."""
+    from nas_attn.objectives import candidates, entries_of_frame
+
     names = [n for n, _ in objectives]
     _require(df, ["number", "state", *names])
-    done = df[df["state"] == "COMPLETE"]
-    finite = done[names].apply(lambda col: col.map(_is_finite)).all(axis=1)
-    return done[finite].sort_values("number").reset_index(drop=True)
-
-
-def _is_finite(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
+    keep = {e.number for e in candidates(entries_of_frame(df, names), len(names))}
+    return _rows(df, keep).sort_values("number").reset_index(drop=True)
 
 
 def pareto_front(df: Any, objectives: Sequence[tuple[str, str]] = DEFAULT_OBJECTIVES) -> Any:
-    """The non-dominated COMPLETE trials, best in the last objective first (cheapest first
-    with the default objectives), then by number."""
-    from nas_attn.pareto import pareto_front_mask
+    """The run's front (:func:`nas_attn.objectives.pareto_front`), best in the last objective
+    first (cheapest first with the default objectives), then by number."""
+    from nas_attn.objectives import entries_of_frame
+    from nas_attn.objectives import pareto_front as front_of
 
-    done = complete_trials(df, objectives)
-    if done.empty:
-        return done
     names = [n for n, _ in objectives]
-    mask = pareto_front_mask(done[names].to_numpy(dtype=float), [d for _, d in objectives])
+    _require(df, ["number", "state", *names])
+    on = {e.number for e in front_of(entries_of_frame(df, names), [d for _, d in objectives])}
     best_first = objectives[-1][1] in ("minimize", "min")
-    return done[mask].sort_values([names[-1], "number"], ascending=[best_first, True]
-                                  ).reset_index(drop=True)
+    return _rows(df, on).sort_values([names[-1], "number"], ascending=[best_first, True]
+                                     ).reset_index(drop=True)
 
 
 def _best(frame: Any, key: str, direction: str, tiebreak: Sequence[tuple[str, str]]) -> Any:
@@ -143,8 +143,7 @@ def _choose(df: Any, pick: Pick, objectives: Sequence[tuple[str, str]]) -> list[
             raise ConfigError("pick", pick.text,
                               f"trial {pick.value} is {row['state']}; only COMPLETE trials were "
                               "trained to the end", sorted(int(n) for n in front["number"]))
-        done = complete_trials(df, objectives)
-        if pick.value not in set(done["number"]):
+        if not all(is_finite_number(row[n]) for n in names):
             raise ConfigError("pick", pick.text, f"trial {pick.value} has no finite objective "
                               "values")
         return [row]

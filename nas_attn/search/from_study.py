@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
-from nas_attn.search.outcome import Objective
+from nas_attn.objectives import Objective
 from nas_attn.search.samplers import STARTUP_SAMPLERS
 from nas_attn.search.searcher import Proposal
 from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup

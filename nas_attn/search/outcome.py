@@ -18,26 +18,19 @@ the trials a user asked for.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
+from nas_attn.objectives import ACCURACY, COMPLETE, Objective, is_finite_number
+
+__all__ = ["ACCURACY", "COMPLETE", "FAIL", "INTERMEDIATE", "PRUNED", "REUSABLE_FAILS",
+           "Objective", "Outcome", "classify", "fail", "is_finite_number", "reason_of"]
+
+PRUNED, FAIL = "PRUNED", "FAIL"
 REUSABLE_FAILS = ("nonfinite", "missing_metric")
-ACCURACY = "val_accuracy"
 # the per-epoch record of a trial (user attr): {"<epoch>": [accuracy, cost], ...}
 INTERMEDIATE = "intermediate"
-
-
-@dataclass(frozen=True)
-class Objective:
-    name: str
-    direction: str  # "maximize" | "minimize"
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("maximize", "minimize"):
-            raise ValueError(f"direction: got {self.direction!r}; valid: 'maximize', 'minimize'")
 
 
 @dataclass(frozen=True)
@@ -45,14 +38,6 @@ class Outcome:
     state: str
     values: tuple[float, ...] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
-
-
-def is_finite_number(x: Any) -> bool:
-    """A real int or float (not a bool) that is neither NaN nor infinite; never raises (an int
-    too large for a float is finite)."""
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    return isinstance(x, int) or math.isfinite(x)
 
 
 def fail(reason: str, message: str = "", **attrs: Any) -> Outcome:

@@ -16,16 +16,16 @@ truth) and falls back to the CSV.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
 from nas_attn.files import write_atomically
+from nas_attn.objectives import ACCURACY, COSTS, FLOPS, Objective, objectives_of
 
 CRITERIA = ("max-accuracy", "min-flops", "knee")
-COSTS = ("flops", "params", "latency_ms")
 _ATTRS = ("run_id", "fail_reason", "fail_message", "counts", "spec_hash", "reused",
           "reused_from", "promoted_from", "resume_epoch", "epochs_trained", "last_accuracy",
           "train_seconds", "images_per_s", "node_id", "node_ip")
@@ -106,25 +106,57 @@ class Run:
                 self._trials = pd.read_csv(self.path / "trials.csv")
         return self._trials
 
-    def front(self) -> Any:
-        """The Pareto front of COMPLETE trials (a DataFrame; pruned/failed never enter).
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        return objectives_of(self.info["objectives"])
 
-        One row per architecture: a trial that reused an earlier result (same spec hash) is
-        left out, so a proposal repeated by the sampler does not appear several times."""
-        from nas_attn.pareto import pareto_front_mask
+    def front(self) -> Any:
+        """The run's Pareto front (:func:`nas_attn.objectives.pareto_front`) as a DataFrame,
+        by the first objective: COMPLETE trials, one row per architecture (a trial that
+        reused an earlier result is left out); pruned and failed trials never enter."""
+        from nas_attn.objectives import entries_of_frame, pareto_front
 
         df = self.trials
-        done = df[df["state"] == "COMPLETE"]
-        if "reused" in done:
-            done = done[done["reused"].map(lambda v: str(v) != "True")]
-        if "spec_hash" in done:
-            done = done.drop_duplicates(subset="spec_hash", keep="first")
+        if df.empty:
+            return df
         names = [n for n, _ in self.objectives]
-        if done.empty:
-            return done
-        mask = pareto_front_mask(done[names].to_numpy(dtype=float),
-                                 [d for _, d in self.objectives])
-        return done[mask].sort_values(names[0]).reset_index(drop=True)
+        on = {e.number for e in pareto_front(entries_of_frame(df, names),
+                                             [d for _, d in self.objectives])}
+        return df[df["number"].isin(on)].sort_values(names[0]).reset_index(drop=True)
+
+    @property
+    def reference(self) -> tuple[float, ...] | None:
+        """The run's hypervolume reference point: the one recorded in the study, else (a run
+        from before it was recorded, or a storage out of reach) the rule of
+        :func:`nas_attn.objectives.reference_point` applied to the trials."""
+        from nas_attn.objectives import (
+            entries_of_frame,
+            recorded_reference,
+            reference_point,
+        )
+
+        objs = self.objective_list
+        try:
+            attrs = self.study.user_attrs
+        except ConfigError:
+            attrs = {}
+        ref = recorded_reference(attrs, objs)
+        if ref is None and not self.trials.empty:
+            ref = reference_point(objs, run_limits(self.path, self.info),
+                                  entries_of_frame(self.trials, [o.name for o in objs]))
+        return ref
+
+    def hypervolume(self) -> float | None:
+        """The normalised hypervolume of the front against :attr:`reference` (the number the
+        closing line of ``nas-attn search`` prints); None without a reference point."""
+        from nas_attn.objectives import normalized_hypervolume
+
+        ref = self.reference
+        if ref is None:
+            return None
+        names = [n for n, _ in self.objectives]
+        return normalized_hypervolume(self.front()[names].to_numpy(dtype=float).tolist(),
+                                      [d for _, d in self.objectives], ref)
 
     def best(self, criterion: str = "knee") -> Any:
         """One row of the front: ``max-accuracy``, ``min-flops`` or the ``knee``."""
@@ -136,9 +168,9 @@ class Run:
         if front.empty:
             raise ConfigError("criterion", criterion, "the run has no COMPLETE trial")
         if criterion == "max-accuracy":
-            return front.loc[front["val_accuracy"].idxmax()]
+            return front.loc[front[ACCURACY].idxmax()]
         if criterion == "min-flops":
-            return front.loc[front["flops"].idxmin()]
+            return front.loc[front[FLOPS].idxmin()]
         names = [n for n, _ in self.objectives]
         i = knee_point(front[names].to_numpy(dtype=float), [d for _, d in self.objectives])
         return front.iloc[i]
@@ -154,5 +186,27 @@ def load_run(path: str | Path) -> Run:
     return Run(p, read_run(p))
 
 
-def objective_names(objectives: Sequence[tuple[str, str]]) -> list[str]:
-    return [n for n, _ in objectives]
+def run_limits(run_dir: Path, info: Mapping[str, Any]) -> dict[str, float]:
+    """The cost limits a run's reference point takes (the space's whole-network limits, or the
+    synthetic problem's), read back from its folder, for runs that recorded no reference."""
+    from nas_attn.search.run_dir import STUDY_YAML
+
+    source = info.get("source") or {}
+    if source.get("kind") == "synthetic":
+        from nas_attn.search.setup import problem_reference
+        from nas_attn.search.synthetic import SyntheticProblem
+
+        return problem_reference(SyntheticProblem.from_dict(source["problem"]))
+    path = run_dir / STUDY_YAML
+    if not path.exists():
+        return {}
+    from nas_attn.yamlio import load_yaml
+
+    raw = load_yaml(path)
+    space = raw.get("space") if isinstance(raw, Mapping) else None
+    network = (space.get("constraints") or {}) if isinstance(space, Mapping) else {}
+    out = {}
+    for key, name in (("max_flops", "flops"), ("max_params", "params")):
+        if network.get(key) is not None:
+            out[name] = float(network[key])
+    return out

@@ -108,11 +108,27 @@ def open_study(storage: Any, setup: SearchSetup, sampler: Any,
             study.set_user_attr(fp.ATTR, dict(setup.fingerprint))
             study.set_user_attr(fp.HASH_ATTR, fp.fingerprint_hash(setup.fingerprint))
             study.set_user_attr("objectives", [o.name for o in setup.objectives])
+            name_metrics(study, setup.objectives)
             return study
         except optuna.exceptions.DuplicatedStudyError:  # another driver was faster
             study = optuna.load_study(study_name=setup.name, storage=storage, sampler=sampler)
     fp.check_compatible(setup.name, _stored_fingerprint(study, wait_s), setup.fingerprint)
+    name_metrics(study, setup.objectives)
     return study
+
+
+def name_metrics(study: Any, objectives: Any) -> None:
+    """Name the study's objectives (``Study.set_metric_names``), so optuna-dashboard labels
+    them ``val_accuracy``/``flops`` instead of 0 and 1; also on a study created before."""
+    import warnings
+
+    import optuna
+
+    names = [o.name for o in objectives]
+    with warnings.catch_warnings():  # the API is marked experimental since optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names != names:
+            study.set_metric_names(names)
 
 
 def reconcile(study: Any, run_id: str) -> int:
@@ -563,22 +579,21 @@ def summarize(study: Any, run_dir: Path, name: str, info: Mapping[str, Any], sta
               message: str = "", progress: Any = None) -> RunSummary:
     from optuna.trial import TrialState
 
-    from nas_attn.search.progress import front_stats, reference_point
+    from nas_attn.objectives import entries_of_trials, study_reference, summarize_front
     from nas_attn.search.searcher import is_counted
 
     trials = study.get_trials(deepcopy=False)
     mine = [t for t in trials if t.user_attrs.get("run_id") == info["run_id"] and is_counted(t)]
     size, hv, best, ref = 0, None, None, ""
-    if progress is not None:
-        points = [tuple(t.values) for t in trials
-                  if t.state == TrialState.COMPLETE and not t.user_attrs.get("reused")]
+    if progress is not None:  # the run's front and hypervolume (nas_attn.objectives)
         if progress.reference is None:
-            progress.reference = reference_point(progress.names, progress.directions,
-                                                 progress.limits, points)
-        if points and progress.reference is not None:
-            size, hv = front_stats(points, progress.directions, progress.reference)
-        if points and progress.acc_index is not None:
-            best = max(p[progress.acc_index] for p in points)
+            progress.reference = study_reference(study, progress.objectives, progress.limits)
+        front = summarize_front(entries_of_trials(trials), progress.objectives,
+                                progress.reference)
+        size, hv = len(front.numbers), front.hypervolume if front.numbers else None
+        accs = [t.values[progress.acc_index] for t in trials if t.state == TrialState.COMPLETE
+                and not t.user_attrs.get("reused") and progress.acc_index is not None]
+        best = max(accs) if accs else None
         ref = progress.reference_text()
     return RunSummary(
         run_dir, name, status, int(info["requested_trials"]), len(mine),

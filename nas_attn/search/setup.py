@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas_attn.search.outcome import Objective
+from nas_attn.objectives import Objective
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 from nas_attn.search.searcher import Propose
 

@@ -14,12 +14,12 @@ Limits are numbers or strings with a decimal suffix: ``50M`` = 50e6, ``1.5G``, `
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import is_finite_number
 
 LIMIT_KEYS = ("max_flops", "max_params")
 CONSTRAINT_KEYS = (*LIMIT_KEYS, "stages")
@@ -39,7 +39,7 @@ def parse_amount(value: Any, field: str) -> float:
         except ValueError:
             raise ConfigError(field, value, "expected a number, optionally with K, M, G or T",
                               ["50M", "1.5G", "20K", 5e7]) from None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+    if not is_finite_number(v) or v <= 0:
         raise ConfigError(field, value, "expected a positive number")
     return float(v)
 

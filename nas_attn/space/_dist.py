@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from nas_attn.errors import ConfigError
 from nas_attn.hparams import HParam
+from nas_attn.objectives import is_finite_number
 
 RANGE_KEYS = ("low", "high", "step", "log")
 _MAX_CHECKED = 100_000  # int ranges up to this many values are checked value by value
@@ -213,7 +214,7 @@ def _plain(v: Any) -> Any:
 
 
 def _is_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+    return is_finite_number(v)
 
 
 # ---------------------------------------------------------------------------------------------

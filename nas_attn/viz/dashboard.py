@@ -38,12 +38,20 @@ class Dashboard:
 
 def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | None = None,
           reference: Sequence[float] | None = None,
-          curves: Mapping[int, Sequence[tuple[int, float]]] | None = None) -> Dashboard:
+          curves: Mapping[int, Sequence[tuple[int, float]]] | None = None,
+          limits: Mapping[str, float] | None = None) -> Dashboard:
     """All data objects of the page from an Optuna study and the run's ``run.json`` dict
-    (``curves``: per-epoch accuracy by trial number, for trials that store none)."""
+    (``curves``: per-epoch accuracy by trial number, for trials that store none). The
+    hypervolume is against ``reference``, else the run's own reference point (recorded in the
+    study; for a run from before it was, the rule of :mod:`nas_attn.objectives` with the
+    run's cost ``limits``, see :func:`nas_attn.search.results.run_limits`)."""
+    from nas_attn.objectives import study_reference
+
     meta = vd.run_meta(study, info, study_yaml)
     objs = meta.objectives
     recs = tuple(vd.records(study, objs, curves))
+    if reference is None:
+        reference = study_reference(study, objs, limits, record=False)
     return Dashboard(meta, recs, vd.pareto_data(recs, objs),
                      vd.hypervolume_data(recs, objs, reference),
                      vd.attribution_data(recs, objs), vd.parallel_data(recs, objs),
@@ -260,7 +268,8 @@ def render_html(d: Dashboard, refresh_s: float = 0.0, pay: Mapping[str, Any] | N
          "log. PRUNED trials sit at their last accuracy (partly trained, never on the front); "
          "trials without an accuracy (FAIL) lie on the strip below."),
         ("hypervolume", "Hypervolume",
-         "Of the COMPLETE trials, against a fixed reference point (see the metadata)."),
+         "Normalised hypervolume of the run's front (one trial per architecture) against its "
+         "fixed reference point (see the metadata): the number nas-attn search prints."),
         ("attribution", "Attribution",
          "Mean over COMPLETE trials; the number in a cell is how many trials it averages; the "
          "none column repeats the stage's no-attention trials in every row."),
@@ -294,11 +303,11 @@ def render_html(d: Dashboard, refresh_s: float = 0.0, pay: Mapping[str, Any] | N
 
 def write_dashboard(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Render the dashboard of a run folder to ``output`` (default ``RUN_DIR/dashboard.html``)."""
+    from nas_attn.files import write_atomically
+    from nas_attn.search.results import run_limits
+
     study, info, yaml_text = load_run_inputs(run_dir)
-    page = render_html(build(study, info, yaml_text, curves=ray_curves(run_dir)))
+    page = render_html(build(study, info, yaml_text, curves=ray_curves(run_dir),
+                             limits=run_limits(Path(run_dir), info)))
     out = Path(output) if output is not None else Path(run_dir) / "dashboard.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_atomically(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))

@@ -20,12 +20,10 @@ Decisions (documented in docs/dashboard.md):
   is the first other objective (else the ``flops`` attr). A PRUNED trial is drawn at its
   ``last_accuracy`` (partly trained, never on the front); a trial without an accuracy (FAIL) is
   drawn on a strip under the plot at its cost; a trial without a cost is only counted.
-- The front is the non-dominated set of COMPLETE trials in the two plotted objectives
-  (:func:`nas_attn.pareto.pareto_front_mask`).
-- Hypervolume reference point (:func:`reference_point`): 0 for an accuracy objective, the
-  smallest observed value for another maximised objective, and 1.1 x the largest value observed
-  over the finished trials (costs are known before training; over-budget proposals, never
-  trained, left out) for a minimised one.
+- The front is the run's front (:func:`nas_attn.objectives.pareto_front`: COMPLETE trials, one
+  per architecture, reused duplicates left out), over all the run's objectives.
+- The hypervolume is the normalised one of the progress line and ``load_run``, against the
+  run's recorded reference point (:mod:`nas_attn.objectives`).
 - Per-epoch values: the trial's ``intermediate`` attr, else Optuna's intermediate values, else
   a curve handed in by the loader (the Ray results of the run folder, see
   :func:`nas_attn.viz.dashboard.ray_curves`).
@@ -39,20 +37,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-COMPLETE, PRUNED, FAIL, RUNNING = "COMPLETE", "PRUNED", "FAIL", "RUNNING"
+from nas_attn.objectives import ACCURACY, COMPLETE, COSTS, FLOPS, Entry, Objective
+from nas_attn.objectives import is_finite_number as _finite
+from nas_attn.objectives import objectives_of as _objectives_of
+
+PRUNED, FAIL, RUNNING = "PRUNED", "FAIL", "RUNNING"
 FINISHED = (COMPLETE, PRUNED, FAIL)
-ACCURACY = "val_accuracy"
-COST_ATTRS = ("flops", "params", "latency_ms")
 INTERMEDIATE = "intermediate"
-REF_COST_FACTOR = 1.1
 NO_ATTENTION = "none"
-UNTRAINED = ("over_budget",)  # proposals told FAIL before any training
-
-
-@dataclass(frozen=True)
-class Objective:
-    name: str
-    direction: str  # "maximize" | "minimize"
 
 
 @dataclass(frozen=True)
@@ -96,7 +88,7 @@ class RunMeta:
 def objectives_of(study: Any, info: Mapping[str, Any] | None = None) -> tuple[Objective, ...]:
     """The run's objectives: ``run.json`` first, else the study's ``objectives`` attr."""
     if info and info.get("objectives"):
-        return tuple(Objective(str(n), str(d)) for n, d in info["objectives"])
+        return _objectives_of(info["objectives"])
     names = study.user_attrs.get("objectives") or [
         f"objective_{i}" for i in range(len(study.directions))]
     dirs = [d.name.lower() for d in study.directions]
@@ -109,11 +101,7 @@ def plotted_axes(objectives: Sequence[Objective]) -> tuple[Objective, Objective]
     acc = acc or next((o for o in objectives if o.direction == "maximize"), None)
     acc = acc or Objective(ACCURACY, "maximize")
     cost = next((o for o in objectives if o.name != acc.name), None)
-    return acc, cost or Objective("flops", "minimize")
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return acc, cost or Objective(FLOPS, "minimize")
 
 
 def _spec(raw: Any) -> dict[str, Any] | None:
@@ -151,7 +139,7 @@ def record_of(trial: Any, objectives: Sequence[Objective],
     values = None
     if state == COMPLETE and trial.values is not None:
         values = {o.name: float(v) for o, v in zip(objectives, trial.values, strict=False)}
-    attrs: dict[str, Any] = {k: float(ua[k]) for k in COST_ATTRS if _finite(ua.get(k))}
+    attrs: dict[str, Any] = {k: float(ua[k]) for k in COSTS if _finite(ua.get(k))}
     attrs.update(values or {})
     accuracy = None
     if values is not None and acc_obj.name in values:
@@ -292,20 +280,29 @@ class ParetoData:
     unplaced: tuple[int, ...]  # finished trials without a cost (counted, not drawn)
 
 
+def entries(recs: Iterable[TrialRecord], objectives: Sequence[Objective]) -> list[Entry]:
+    """The records as :class:`nas_attn.objectives.Entry` rows (values in objective order)."""
+    out = []
+    for r in recs:
+        values = None
+        if r.values is not None and all(o.name in r.values for o in objectives):
+            values = tuple(r.values[o.name] for o in objectives)
+        out.append(Entry(r.number, r.state, values, r.spec_hash, r.reused))
+    return out
+
+
 def pareto_data(recs: Sequence[TrialRecord], objectives: Sequence[Objective]) -> ParetoData:
-    from nas_attn.pareto import pareto_front_mask
+    from nas_attn.objectives import pareto_front
 
     acc, cost = plotted_axes(objectives)
     done = [r for r in recs if r.state in FINISHED]
     points = tuple(Point(r.number, r.state, r.cost, r.accuracy,
                          hover_text(r, acc.name, cost.name)) for r in done if r.cost is not None)
     unplaced = tuple(r.number for r in done if r.cost is None)
-    complete = [p for p in points if p.state == COMPLETE and p.y is not None]
-    front: tuple[int, ...] = ()
-    if complete:
-        mask = pareto_front_mask([[p.y, p.x] for p in complete], [acc.direction, cost.direction])
-        on = [p for p, m in zip(complete, mask, strict=True) if m]
-        front = tuple(p.number for p in sorted(on, key=lambda p: (p.x, p.y, p.number)))
+    on = {e.number for e in pareto_front(entries(recs, objectives),
+                                         [o.direction for o in objectives])}
+    front = tuple(p.number for p in sorted((p for p in points if p.number in on),
+                                           key=lambda p: (p.x, p.y, p.number)))
     return ParetoData(cost, acc, points, front, unplaced)
 
 
@@ -319,47 +316,33 @@ class HypervolumeData:
     numbers: tuple[int, ...]  # finished trials, by number
     epochs: tuple[int, ...]  # cumulative epochs trained after each of them
     seconds: tuple[float, ...]  # cumulative training seconds after each of them
-    hypervolume: tuple[float, ...]  # of the COMPLETE trials among them
-
-
-def reference_point(recs: Sequence[TrialRecord], objectives: Sequence[Objective]
-                    ) -> tuple[float, ...] | None:
-    """The fixed reference point (see the module docstring); None without any data."""
-    ref = []
-    for o in objectives:
-        if o.direction == "maximize" and "accuracy" in o.name:
-            ref.append(0.0)
-            continue
-        seen = [r.attrs[o.name] for r in recs if r.state in FINISHED and o.name in r.attrs
-                and r.fail_reason not in UNTRAINED]
-        if not seen:
-            return None
-        ref.append(min(seen) if o.direction == "maximize" else REF_COST_FACTOR * max(seen))
-    return tuple(float(v) for v in ref)
+    hypervolume: tuple[float, ...]  # normalised, of the front of the trials up to each
 
 
 def hypervolume_data(recs: Sequence[TrialRecord], objectives: Sequence[Objective],
                      reference: Sequence[float] | None = None) -> HypervolumeData:
-    from nas_attn.pareto import hypervolume
+    """The run's hypervolume after each finished trial, against ``reference`` (the run's
+    recorded point; without one, the rule of :func:`nas_attn.objectives.reference_point`
+    applied to the records, in trial-number order)."""
+    from nas_attn.objectives import reference_point, summarize_front
 
     objs = tuple(objectives)
-    ref = tuple(reference) if reference is not None else reference_point(recs, objs)
+    ref = tuple(reference) if reference is not None else reference_point(
+        objs, {}, entries(recs, objs))
     done = [r for r in recs if r.state in FINISHED]
     if ref is None:
         return HypervolumeData(objs, (), (), (), (), ())
-    dirs = [o.direction for o in objs]
-    pts: list[list[float]] = []
     numbers, epochs, seconds, hv = [], [], [], []
+    seen: list[Entry] = []
     e_sum, s_sum = 0, 0.0
-    for r in done:
-        if r.state == COMPLETE and r.values is not None and len(r.values) == len(objs):
-            pts.append([r.values[o.name] for o in objs])
+    for r, e in zip(done, entries(done, objs), strict=True):
+        seen.append(e)
         e_sum += r.epochs or 0
         s_sum += r.seconds or 0.0
         numbers.append(r.number)
         epochs.append(e_sum)
         seconds.append(round(s_sum, 6))
-        hv.append(hypervolume(pts, ref, dirs) if pts else 0.0)
+        hv.append(summarize_front(seen, objs, ref).hypervolume or 0.0)
     return HypervolumeData(objs, ref, tuple(numbers), tuple(epochs), tuple(seconds), tuple(hv))
 
 

@@ -67,6 +67,7 @@ class PageSource:
         self._payload = b""
 
     def _rebuild(self) -> None:
+        from nas_attn.search.results import run_limits
         from nas_attn.search.run_dir import read_run
         from nas_attn.viz.dashboard import build, payload, ray_curves, render_html
 
@@ -77,7 +78,8 @@ class PageSource:
                 info = read_run(self.run_dir)  # status and end time change during a run
             except ConfigError:
                 info = {}
-        d = build(self._study, info, self._yaml, curves=ray_curves(self.run_dir))
+        d = build(self._study, info, self._yaml, curves=ray_curves(self.run_dir),
+                  limits=run_limits(self.run_dir, info))
         pay = payload(d)
         self._payload = json.dumps(pay, separators=(",", ":")).encode()
         self._page = render_html(d, self.refresh_s, pay).encode()
