@@ -45,3 +45,40 @@ def test_search_refuses_a_bad_startup_before_starting_anything(extra, needle, tm
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not out.exists()  # nothing half-written
+
+
+_EXIT_CODE_CLI = """
+import sys
+
+import typer
+
+from nas_attn.cli import app, main
+
+
+@app.command("exit-with")
+def exit_with(code: int) -> None:
+    print("ending with", code)
+    raise typer.Exit(code)
+
+
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_typer_exit_code_reaches_the_shell(code, tmp_path):
+    """typer 0.29 returns (does not raise) a command's ``typer.Exit(code)`` under
+    ``standalone_mode=False``; ``main`` must hand it on to the process exit status."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "cli.py"
+    script.write_text(_EXIT_CODE_CLI)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, str(script), "exit-with", str(code)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert f"ending with {code}" in done.stdout

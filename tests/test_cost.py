@@ -249,6 +249,23 @@ def test_spec_cache_hit_returns_equal_result():
     assert profile({**spec, "stages": [{"attention": "se"}]}) == again
 
 
+def test_register_flop_handler_applies_to_a_cached_spec():
+    """A handler registered after a spec was profiled counts on the next call, without
+    clear_cache (the cache is keyed on the handler table)."""
+    spec = {"backbone": "resnet18_cifar", "stages": [{"attention": {"type": "se"}}]}
+    before = profile(spec, strict=True)
+    old = FLOP_HANDLERS["aten::sigmoid"]
+    sigmoid = before.by_op["aten::sigmoid"]  # SE's gate
+    try:
+        register_flop_handler(torch.ops.aten.sigmoid, per_output_element(4))  # was 1
+        after = profile(spec, strict=True)
+        assert sigmoid > 0 and after.by_op["aten::sigmoid"] == 4 * sigmoid
+        assert after.flops == before.flops + 3 * sigmoid
+    finally:
+        register_flop_handler(torch.ops.aten.sigmoid, old)
+    assert profile(spec, strict=True) == before
+
+
 def test_spec_profile_equals_built_model_profile():
     from nas_attn.arch import build_model
 

@@ -123,7 +123,7 @@ def test_card_records_what_it_should(exported):
     assert card["spec_hash"] in md
     assert f"{cost.flops:,}" in md
     assert "knee" in md and "onnxruntime" in md
-    assert "nas_attn.load" in (out / "LOADING.md").read_text()
+    assert 'nas_attn.load("bundle")' in (out / "LOADING.md").read_text()
 
 
 def test_export_from_state_dict_writes_the_same_weights(exported, tmp_path):
@@ -132,6 +132,11 @@ def test_export_from_state_dict_writes_the_same_weights(exported, tmp_path):
     a = json.loads((out / "card.json").read_text())["files"]["weights.safetensors"]
     b = json.loads((again / "card.json").read_text())["files"]["weights.safetensors"]
     assert a == b
+    # a bundle written in a staging folder names the folder it will be moved to
+    staged = export_bundle(SPEC, model.state_dict(), tmp_path / "b0", metadata={},
+                           name="trial-3")
+    loading = (staged / "LOADING.md").read_text()
+    assert 'nas_attn.load("trial-3")' in loading and '"b0' not in loading
 
 
 def test_load_is_lazy_and_exported_from_the_package():

@@ -171,6 +171,7 @@ def test_export_front_writes_one_bundle_per_front_trial(run_dir):
         card = _card(b)
         n = card["trial"]["number"]
         assert card["front"]["on_front"] and card["front"]["front_size"] == len(front)
+        assert f'nas_attn.load("{b.name}")' in (b / "LOADING.md").read_text()
         row = trials.loc[n]
         _outputs_agree(b, _checkpoint_model(run_dir, {"spec_hash": row["spec_hash"],
                                                       "spec": row["spec"]}))

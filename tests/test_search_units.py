@@ -96,6 +96,22 @@ def test_open_study_waits_for_a_concurrent_creators_fingerprint(tmp_path):
         open_study(storage, foreign, sampler=None, wait_s=600)
 
 
+def test_open_study_names_the_objectives_of_new_and_older_studies(tmp_path):
+    """optuna-dashboard labels objectives by the study's metric names (else "0" and "1")."""
+    from nas_attn.search.runner import open_study
+    from nas_attn.search.setup import synthetic_setup
+
+    setup = synthetic_setup(SyntheticProblem(choices=5, epochs=1), "named")
+    storage = st.open_storage(f"sqlite:///{tmp_path / 'named.db'}")
+    assert open_study(storage, setup, sampler=None).metric_names == ["val_accuracy", "flops"]
+    old = synthetic_setup(SyntheticProblem(choices=5, epochs=1), "older")
+    created = optuna.create_study(study_name="older", storage=storage,
+                                  directions=old.directions)  # as an older nas-attn made it
+    created.set_user_attr(fp.ATTR, dict(old.fingerprint))
+    assert created.metric_names is None
+    assert open_study(storage, old, sampler=None).metric_names == ["val_accuracy", "flops"]
+
+
 def test_storage_url_redaction_and_validation():
     url = "postgresql://alice:s3cret@db.example:5432/nas"
     assert st.redact(url) == "postgresql://alice:***@db.example:5432/nas"
