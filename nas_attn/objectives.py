@@ -26,8 +26,10 @@ The hypervolume reference point (:func:`reference_point`)
     between the reference point and the ideal point (accuracy 1, cost 0) that the front
     dominates, in [0, 1]: it only grows as a search improves and compares runs of one study.
 
-This module is pure (no Optuna, pandas or Ray import): trials come in as :class:`Entry` rows,
-built from Optuna trials (:func:`entries_of_trials`) or a trials table (:func:`entries_of_frame`).
+Nothing here imports Optuna, pandas or Ray at import time: trials come in as :class:`Entry`
+rows, built from Optuna trials (:func:`entries_of_trials`) or a trials table
+(:func:`entries_of_frame`); :func:`name_metrics` names a study's objectives for
+optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -192,6 +194,20 @@ def study_reference(study: Any, objectives: Sequence[Objective],
         study.set_user_attr(REFERENCE_ATTR, {o.name: v for o, v in
                                              zip(objectives, ref, strict=True)})
     return ref
+
+
+def name_metrics(study: Any, objectives: Sequence[Objective]) -> None:
+    """Name the study's objectives (``Study.set_metric_names``), so optuna-dashboard labels
+    them ``val_accuracy``/``flops`` instead of 0 and 1; also on a study created before."""
+    import warnings
+
+    import optuna
+
+    names = [o.name for o in objectives]
+    with warnings.catch_warnings():  # the API is marked experimental since optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names != names:
+            study.set_metric_names(names)
 
 
 def normalized_hypervolume(points: Sequence[Sequence[float]], directions: Sequence[str],

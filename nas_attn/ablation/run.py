@@ -38,7 +38,7 @@ from ray.tune.search import Searcher
 
 from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
-from nas_attn.objectives import Objective, is_finite_number
+from nas_attn.objectives import Objective, is_finite_number, name_metrics
 from nas_attn.search.outcome import COMPLETE, FAIL, Outcome
 from nas_attn.search.searcher import TrialBookkeeping
 
@@ -255,7 +255,6 @@ def _open_study(run_dir: Path, name: str, fp: str, metric: str) -> Any:
     import optuna
 
     from nas_attn.search import storage as st
-    from nas_attn.search.runner import name_metrics
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = st.open_storage(st.default_url(run_dir))

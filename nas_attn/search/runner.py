@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import name_metrics
 from nas_attn.search import fingerprint as fp
 from nas_attn.search import run_dir as rd
 from nas_attn.search import storage as st
@@ -115,20 +116,6 @@ def open_study(storage: Any, setup: SearchSetup, sampler: Any,
     fp.check_compatible(setup.name, _stored_fingerprint(study, wait_s), setup.fingerprint)
     name_metrics(study, setup.objectives)
     return study
-
-
-def name_metrics(study: Any, objectives: Any) -> None:
-    """Name the study's objectives (``Study.set_metric_names``), so optuna-dashboard labels
-    them ``val_accuracy``/``flops`` instead of 0 and 1; also on a study created before."""
-    import warnings
-
-    import optuna
-
-    names = [o.name for o in objectives]
-    with warnings.catch_warnings():  # the API is marked experimental since optuna 3.2
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if study.metric_names != names:
-            study.set_metric_names(names)
 
 
 def reconcile(study: Any, run_id: str) -> int:
