@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
-from nas_attn.objectives import is_finite_number
+from nas_attn.objectives import ACCURACY, is_finite_number
 
 EXPORTS = "exports"
 _CHECKPOINT_FORMAT = "nas-attn-checkpoint"
@@ -215,7 +215,7 @@ def _weights_for(p: Planned, run: RunInfo, retrain: bool, epochs: int | None, se
     spec_hash = str(row.get("spec_hash") or "")
     seed = int(run.train.get("seed", 0))
     search_obj = _objectives_of(row, run.objectives)
-    costs = {k: v for k, v in search_obj.items() if k != "val_accuracy"}
+    costs = {k: v for k, v in search_obj.items() if k != ACCURACY}
     trial = {"study": run.study_name, "number": sel.number, "run_dir": str(run.run_dir),
              "run_id": run.run_id, "spec_hash": spec_hash,
              "search_objectives": search_obj}
@@ -241,7 +241,7 @@ def _weights_for(p: Planned, run: RunInfo, retrain: bool, epochs: int | None, se
                         costs, on_seed=lambda r: say(
                             f"  seed {r.seed}: val {100 * r.val_accuracy:.2f}%"))
     first = result.runs[0]
-    objectives = {**costs, "val_accuracy": first.val_accuracy}
+    objectives = {**costs, ACCURACY: first.val_accuracy}
     objectives = {n: objectives[n] for n, _ in run.objectives if n in objectives}
     meta.update(objectives=objectives, seed=first.seed, trial=trial,
                 training={**run.train, "epochs": epochs_used,

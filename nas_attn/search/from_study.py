@@ -27,7 +27,6 @@ from nas_attn.search.searcher import Proposal
 from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup
 
 EVALUATOR = "nas_attn.search.evaluators:train_and_report"
-COSTS = ("flops", "params", "latency_ms")
 
 
 class StudyProposer:

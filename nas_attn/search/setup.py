@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas_attn.objectives import Objective
+from nas_attn.objectives import DEFAULT_OBJECTIVES, Objective
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 from nas_attn.search.searcher import Propose
 
@@ -82,8 +82,7 @@ def synthetic_setup(problem: Any, name: str = "synthetic", options: SearchOption
     from nas_attn import __version__
     from nas_attn.search.synthetic import EVALUATOR
 
-    objectives = objectives or (Objective("val_accuracy", "maximize"),
-                                Objective("flops", "minimize"))
+    objectives = objectives or DEFAULT_OBJECTIVES
     es = dict(early_stopping or {})
     fp = {"objectives": [[o.name, o.direction] for o in objectives],
           "space": {"synthetic": problem.to_dict()}, "epochs": problem.epochs,
