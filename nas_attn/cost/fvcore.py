@@ -148,12 +148,13 @@ def profile_fvcore(
     (3, 224, 224) for a module). ``max_depth``: depth of the per-module table."""
     from fvcore.nn import flop_count_table
 
+    from nas_attn.arch import ArchSpec
     from nas_attn.cost.api import _check_size, attention_modules
     from nas_attn.errors import ConfigError
 
     if isinstance(spec_or_model, nn.Module):
         model, natural = spec_or_model, (3, 224, 224)
-    elif isinstance(spec_or_model, Mapping | str | Path) or hasattr(spec_or_model, "stages"):
+    elif isinstance(spec_or_model, ArchSpec | Mapping | str | Path):
         model, natural = _cpu_model(spec_or_model)
     else:
         raise ConfigError("spec_or_model", type(spec_or_model).__name__,
