@@ -164,6 +164,17 @@ class Alias:
                               f"{converted!r}: {e.reason}", e.choices) from None
 
 
+def _inverted(alias: Alias, value: Any, sub_spaces: bool) -> Any:
+    if alias.invert is None:
+        return value
+    if sub_spaces and isinstance(value, Mapping):
+        return None
+    if sub_spaces and isinstance(value, list):
+        out = [alias.invert(v) for v in value]
+        return None if any(v is None for v in out) else out
+    return alias.invert(value)
+
+
 @dataclass(frozen=True)
 class HParamSet:
     """The ordered hyperparameter declarations of one module, and the aliases it accepts."""
@@ -237,13 +248,16 @@ class HParamSet:
                 out[decl.name] = convert(alias, decl, value, f)
         return out
 
-    def hash_form(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    def hash_form(self, values: Mapping[str, Any], *, sub_spaces: bool = False
+                  ) -> dict[str, Any]:
         """Canonical ``values`` with each ``hashed`` alias's target written back under the
-        alias (through ``invert``): the form spec hashes have always been computed on."""
+        alias (through ``invert``): the form spec hashes (and, with ``sub_spaces``, search-space
+        hashes of plain sub-spaces: a value or a list of choices) were first computed on. A
+        value without such a form (a range, a ratio that is not 1/r) keeps the shared name."""
         out = dict(values)
         for a in self.aliases:
             if a.hashed and a.target in out:
-                v = out[a.target] if a.invert is None else a.invert(out[a.target])
+                v = _inverted(a, out[a.target], sub_spaces)
                 if v is not None:
                     del out[a.target]
                     out[a.name] = v

@@ -173,6 +173,22 @@ def test_the_canonical_form_of_old_specs_uses_the_shared_names():
             assert old not in text
 
 
+def test_space_hashes_written_before_the_rename_are_unchanged():
+    """Search spaces (the shipped ones of the old code, and a run's resolved study.yaml) keep
+    their hash, so a study fingerprinted by the old code still matches its space."""
+    from nas_attn.space import SearchSpace
+    from nas_attn.yamlio import load_yaml
+
+    cases = json.loads((LEGACY / "space_hashes.json").read_text())
+    assert {c["file"] for c in cases} >= {"quickstart.yaml", "resnet18_cifar_zoo.yaml"}
+    for case in cases:
+        assert SearchSpace.from_dict(case["space"]).hash == case["hash"], case["file"]
+    resolved = load_yaml(LEGACY / "run" / "study.yaml")
+    space = SearchSpace.from_dict(resolved["space"])
+    assert space.hash == resolved["space_hash"]
+    assert "rd_ratio" in json.dumps(space.to_dict())
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_a_bundle_written_before_the_rename_loads_with_its_outputs(name, tmp_path):
     from safetensors.torch import load_file

@@ -6,7 +6,8 @@ Run from a checkout of that commit (not this one)::
     PYTHONPATH=/path/to/old/checkout RAY_AUTH_MODE=disabled \
         python tests/data/legacy_main/make_fixtures.py tests/data/legacy_main
 
-It writes ``hashes.json`` (specs in the old names with their old spec hashes), two export
+It writes ``hashes.json`` (specs in the old names with their old spec hashes),
+``space_hashes.json`` (that checkout's shipped search spaces with their hashes), two export
 bundles (``bundle_ca_eca_cbam``, ``bundle_gc``) with ``io.safetensors`` (an input and the
 bundle's output on it), and ``run/`` (a 4-trial search of the tiny net whose space names the
 old hyperparameters; Ray's logs left out).
@@ -86,9 +87,22 @@ search: {trials: 4, sampler: random, seed: 0, max_concurrent: 1, cpus_per_trial:
 """
 
 
+def space_hash_cases(checkout: Path) -> list[dict]:
+    """The shipped search spaces of that checkout (they name CA's reduction, ECA's k_size,
+    GC's ratio and CBAM's spatial_kernel) with their space hashes."""
+    from nas_attn.space import load_space
+    from nas_attn.yamlio import load_yaml
+
+    return [{"file": p.name, "space": load_yaml(p), "hash": load_space(p).hash}
+            for p in sorted((checkout / "search_spaces").glob("*.yaml"))]
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "hashes.json").write_text(json.dumps(hash_cases(), indent=1) + "\n")
+    checkout = Path(nas_attn.__file__).parents[1]
+    (out / "space_hashes.json").write_text(json.dumps(space_hash_cases(checkout), indent=1)
+                                           + "\n")
     for name, spec in BUNDLES.items():
         torch.manual_seed(0)
         model = build_model(spec).eval()
