@@ -73,6 +73,26 @@ def test_a_bare_module_counts_the_same():
     _assert_same(create_module("ca", 16), (16, 6, 5))
 
 
+class _Scalars(torch.nn.Module):
+    """Size arithmetic (``h * w``) next to real 0-dim data (a product of two scalar weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(2.0))
+        self.b = torch.nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        return x.reshape(x.shape[0], x.shape[1], h * w) * (self.a * self.b)
+
+
+def test_shape_arithmetic_is_free_and_scalar_data_is_not():
+    m = _Scalars()
+    ours = profile(m, (2, 3, 4), strict=True)
+    assert ours.flops == 1 + 2 * 3 * 4  # a * b, then the product with x
+    assert profile_fvcore(m, (2, 3, 4)).flops == ours.flops
+
+
 def test_fvcore_alone_misses_most_of_an_attention_module():
     """Why the handles are added: fvcore's own defaults skip sigmoid, mul and mean, so SE at 64
     channels looks like its two 1x1 convs alone."""

@@ -72,6 +72,8 @@ def _is_shape_arithmetic(v: Any) -> bool:
     node = v.node()
     if node.kind() in _SHAPE_SOURCES:
         return True
+    if not node.kind().startswith("aten::"):  # a parameter, a graph input: real data
+        return False
     return all(_is_shape_arithmetic(i) for i in node.inputs())
 
 
