@@ -7,7 +7,7 @@ A plain, JSON/YAML-serialisable description of one network::
     num_classes: 1000
     in_chans: 3
     stages:                       # one entry per stage, in order; omitted stages have no attention
-      - attention: {type: se, rd_ratio: 0.0625}   # or null
+      - attention: {type: se, rd_ratio: 0.0625}   # or null; aliases: {type: se, reduction: 16}
         position: post_bn         # pre | mid | post_bn | post_add | identity
         blocks: all               # all | first | last | [block indices]
         conv: standard            # standard | rfaconv | rfcaconv | rfcbamconv ({type: ..., **hp})
@@ -15,7 +15,9 @@ A plain, JSON/YAML-serialisable description of one network::
 
 :func:`canonicalize` resolves a spec against its backbone's layout (defaults written out, block
 selections resolved, settings that cannot matter dropped) and validates it; :func:`spec_hash`
-hashes the canonical form, so two specs that build the same network share a hash. The user
+hashes the canonical form (:func:`hash_json`), so two specs that build the same network share a
+hash. Module hyperparameters are canonical under the zoo's shared names; the names of the papers
+(CA's ``reduction``, ECA's ``k_size``, ...) are accepted as aliases. The user
 reference (every key, the positions per backbone, canonical form and hash rules) is docs/spec.md.
 """
 
@@ -371,10 +373,28 @@ def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     return ArchSpec(spec.backbone, spec.num_classes, spec.in_chans, tuple(out), bargs)
 
 
+def hash_json(spec: Mapping[str, Any] | ArchSpec) -> str:
+    """The JSON :func:`spec_hash` hashes: the canonical form, except that a hyperparameter
+    renamed to the zoo's shared vocabulary is written under the name (and in the units) hashes
+    were first computed with (``Alias.hashed``: CA's ``reduction``, ECA's ``k_size``, GC's
+    ``ratio``, CBAM's ``spatial_kernel``), so hashes of existing runs and bundles still hold."""
+    from nas_attn.modules import MODULES
+
+    d = canonicalize(spec).to_dict()
+    for stage in d["stages"]:
+        for slot in ("attention", "conv", "fusion"):
+            choice = stage[slot]
+            if isinstance(choice, dict):
+                params = {k: v for k, v in choice.items() if k != "type"}
+                hp = MODULES.get(choice["type"]).hparams
+                stage[slot] = {"type": choice["type"], **hp.hash_form(params)}
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
 def spec_hash(spec: Mapping[str, Any] | ArchSpec, length: int = 16) -> str:
-    """Stable hash of the canonical form: equal for specs that build the same network."""
-    canon = canonicalize(spec)
-    return hashlib.sha256(canon.to_json().encode()).hexdigest()[:length]
+    """Stable hash of the canonical form: equal for specs that build the same network (and
+    unchanged by the shared-vocabulary rename, see :func:`hash_json`)."""
+    return hashlib.sha256(hash_json(spec).encode()).hexdigest()[:length]
 
 
 def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec):

@@ -30,7 +30,7 @@ space:
       attention:
         none:
         se: {rd_ratio: [0.25]}
-        eca: {k_size: [3]}
+        eca: {kernel_size: [3]}
       position: [post_bn]
       blocks: [last]
 data: {name: cluttered-digits, image_size: 16, distractors: 1, train_size: 256, val_size: 128,

@@ -185,8 +185,8 @@ def test_unknown_hparam_is_refused_with_the_valid_names(name: str) -> None:
         entry.build(*_args(entry, c), no_such_setting=1)
     err = info.value
     assert err.field == f"{name}.no_such_setting"
-    names = entry.hparams.names()
-    assert err.choices == (names or "(none)")
+    names = entry.hparams.names() + [a.name for a in entry.hparams.aliases]
+    assert [c.split(" ")[0] for c in err.choices or []] == names or err.choices == "(none)"
     for n in names:
         assert n in str(err)
 

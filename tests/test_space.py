@@ -92,7 +92,7 @@ def test_size_equals_enumeration_property(n_se, n_pos, n_blocks, with_eca, with_
                                           fusion):
     att = {"none": None, "se": {"rd_ratio": [0.0625, 0.125, 0.25][:n_se]}}
     if with_eca:
-        att["eca"] = {"k_size": [3, 5]}
+        att["eca"] = {"kernel_size": [3, 5]}
     if with_cbam_range:
         att["cra"] = {"pool_size": {"low": 2, "high": 6, "step": 2}}
     stage = {"attention": att, "position": ["post_bn", "pre", "identity"][:n_pos],
@@ -128,7 +128,7 @@ def test_suggest_through_a_real_sqlite_study_stays_in_bounds(tmp_path):
             "none": None,
             "se": {"rd_ratio": {"low": 0.03125, "high": 0.25, "log": True}},
             "cra": {"pool_size": {"low": 2, "high": 7}},
-            "eca": {"k_size": [3, 5]},
+            "eca": {"kernel_size": [3, 5]},
         },
         "position": ["post_bn", "pre"],
         "blocks": ["all", [0], "last"],
@@ -156,7 +156,7 @@ def test_suggest_through_a_real_sqlite_study_stays_in_bounds(tmp_path):
             if att == "cra":
                 assert 2 <= stage.attention.params["pool_size"] <= 7
             if att == "eca":
-                assert stage.attention.params["k_size"] in (3, 5)
+                assert stage.attention.params["kernel_size"] in (3, 5)
         assert s.build(trial.params) == spec
         study.tell(trial, 0.5)
     # the stored parameters rebuild the same specs
@@ -207,7 +207,7 @@ def space_dicts(draw):
         lo, hi = sorted(draw(st.lists(ratios, min_size=2, max_size=2)))
         att["se"] = {"rd_ratio": {"low": lo, "high": hi, "log": draw(st.booleans())}}
     if draw(st.booleans()):
-        att["eca"] = {"k_size": draw(st.lists(st.sampled_from(["auto", 1, 3, 5]), min_size=1,
+        att["eca"] = {"kernel_size": draw(st.lists(st.sampled_from(["auto", 1, 3, 5]), min_size=1,
                                               max_size=4, unique=True))}
     if draw(st.booleans()):
         lo = draw(st.integers(1, 7))

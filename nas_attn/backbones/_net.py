@@ -124,10 +124,11 @@ class Stage(nn.Module):
                 x = b(x)
             return x
         zs = []
-        for b in self:
+        for i, b in enumerate(self):
             z = b.forward_z(x)  # type: ignore[operator]
             zs.append(z)
-            x = b.finish(z)  # type: ignore[operator]
+            if i < self.num_blocks - 1:  # the last block's ReLU(Z) would go unused
+                x = b.finish(z)  # type: ignore[operator]
         return self.fusion(zs)
 
 

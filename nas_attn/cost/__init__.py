@@ -2,6 +2,8 @@
 
 ``profile(spec_or_model)`` is the entry point; the counting convention and the per-op handler
 table are in :mod:`nas_attn.cost.handlers` (extend it with :func:`register_flop_handler`).
+:mod:`nas_attn.cost.fvcore` counts the same with fvcore's ``FlopCountAnalysis`` (imported only
+there, so ``import nas_attn.cost`` does not load fvcore).
 """
 
 from nas_attn.cost.api import (

@@ -147,6 +147,11 @@ def _mm(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     return a.shape[0] * a.shape[1] * b.shape[1]
 
 
+def _linear(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    # aten::linear(input, weight (out, in), bias): traced by fvcore; dispatch lowers it to mm
+    return _first(out).numel() * args[1].shape[1]
+
+
 def _addmm(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     return _mm(args[1:], kwargs, out)
 
@@ -176,6 +181,7 @@ def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
 
 _register(["convolution", "_convolution", "conv2d", "conv1d", "conv3d"], _conv)
 _register(["mm"], _mm)
+_register(["linear"], _linear)
 _register(["addmm"], _addmm)
 _register(["bmm"], _bmm)
 _register(["baddbmm"], _baddbmm)
@@ -247,7 +253,8 @@ def _stats_norm(weight_index: int) -> Handler:
 
 _register(["native_batch_norm", "batch_norm", "cudnn_batch_norm", "miopen_batch_norm"], _bn(5))
 _register(["_native_batch_norm_legit_no_training"], per_output_element(BN_EVAL_FLOPS_PER_ELEMENT))
-_register(["native_group_norm", "group_norm"], _stats_norm(1))
+_register(["native_group_norm"], _stats_norm(1))
+_register(["group_norm"], _stats_norm(2))  # group_norm(input, num_groups, weight, bias, ...)
 _register(["native_layer_norm", "layer_norm"], _stats_norm(2))
 _register(["instance_norm"], _stats_norm(1))
 

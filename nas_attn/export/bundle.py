@@ -3,7 +3,7 @@
 Bundle layout::
 
     spec.yaml            canonical spec (nas_attn.arch.canonicalize), for people
-    spec.json            the same, canonical JSON (what spec_hash hashes)
+    spec.json            the same, canonical JSON (spec_hash hashes it, see arch.hash_json)
     weights.safetensors  the state dict (no pickle: nothing runs on load)
     model.onnx           opset 17, dynamic batch axis, checked with onnxruntime at export time
     card.json            objectives, params/FLOPs, latency, training, seed, spec hash, where it

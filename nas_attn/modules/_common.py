@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from nas_attn.hparams import HParam
+from nas_attn.hparams import Alias, HParam, reciprocal
 
 # guards int() against float error in products such as 100 * 0.29 = 28.999999999999996
 _EPS = 1e-6
@@ -52,3 +52,6 @@ RD_DIVISOR = HParam(
     "rd_divisor", "categorical", default=1, choices=(1, 4, 8),
     doc="round the hidden width to a multiple of this (1 = the paper's C // r; 8 = timm)",
 )
+# the papers' reduction ratio r as an alias of rd_ratio (not hashed: rd_ratio was always the name)
+REDUCTION = Alias("reduction", "rd_ratio", convert=reciprocal,
+                  doc="the paper's reduction ratio r: rd_ratio = 1/r")

@@ -10,6 +10,10 @@ Three kinds of module, each with its own constructor signature (the shared vocab
               forward takes the list of the blocks' pre-activation outputs Z_i and returns the
               stage output.
 
+Hyperparameters use the zoo's shared names (``rd_ratio``, ``rd_divisor``, ``kernel_size``);
+``aliases`` lists the names of the paper or the reference code that a spec, a search space or a
+study may use instead (:class:`nas_attn.hparams.Alias`).
+
 ``params`` is the exact parameter-count formula with the constructor's signature (tests check the
 built module against it); ``check`` returns why a configuration cannot be built (for example
 GroupNorm groups that do not divide the channels) or None.
@@ -24,7 +28,7 @@ from typing import Any, Literal
 from torch import nn
 
 from nas_attn.errors import ConfigError
-from nas_attn.hparams import HParam, HParamSet, validate_hparams
+from nas_attn.hparams import Alias, HParam, HParamSet, validate_hparams
 from nas_attn.registry import Registry
 
 ModuleKind = Literal["gate", "conv", "fusion"]
@@ -64,6 +68,7 @@ def register_module(
     *,
     kind: ModuleKind,
     hparams: tuple[HParam, ...] = (),
+    aliases: tuple[Alias, ...] = (),
     params: Callable[..., int],
     check: Callable[..., str | None] | None = None,
     paper: str = "",
@@ -78,7 +83,7 @@ def register_module(
                 name=name,
                 cls=cls,
                 kind=kind,
-                hparams=HParamSet(tuple(hparams)),
+                hparams=HParamSet(tuple(hparams), tuple(aliases)),
                 params=params,
                 check=check,
                 paper=paper,

@@ -11,7 +11,9 @@ ResNet (MODELS/model_resnet.py):
 - init as the authors' ResNet does it: spatial conv Kaiming-normal (fan_out), the spatial BN's
   weight and bias 0 (so the spatial gate is exactly 0.5 at init), every bias 0 (MLP included).
 
-Params: the SE formula + 2*k*k + 2 (k=7: +100; C=256: 8,564).
+Params: the SE formula + 2*k*k + 2 (k=7: +100; C=256: 8,564). Shared names: ``rd_ratio`` (the
+authors' ``reduction_ratio=16`` is accepted as an alias for 1/16) and ``kernel_size`` for the
+spatial gate's kernel (``spatial_kernel``, its earlier name here, is an alias).
 timm's ``CbamModule`` is a different module (no MLP bias, [mean, max] order, no BN); not used.
 Deliberate deviation: the two MLP calls run as one batched call on the stacked pooled vectors
 (same result, one op per layer).
@@ -22,21 +24,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.hparams import HParam
+from nas_attn.hparams import Alias, HParam, reciprocal
 from nas_attn.modules._common import RD_DIVISOR, RD_RATIO, reduced_channels
 from nas_attn.modules._registry import register_module
 
-SPATIAL_KERNEL = HParam(
-    "spatial_kernel", "categorical", default=7, choices=(3, 7),
+KERNEL_SIZE = HParam(
+    "kernel_size", "categorical", default=7, choices=(3, 7),
     doc="kernel of the spatial gate's conv (the paper's ablation: 7 beats 3)",
 )
+SPATIAL_KERNEL = Alias("spatial_kernel", "kernel_size", hashed=True,
+                       doc="this module's name for kernel_size before the shared vocabulary")
+REDUCTION_RATIO = Alias("reduction_ratio", "rd_ratio", convert=reciprocal,
+                        doc="the authors' reduction_ratio r: rd_ratio = 1/r")
 
 
 def _cbam_params(
-    channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 1, spatial_kernel: int = 7
+    channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 1, kernel_size: int = 7
 ) -> int:
     h = reduced_channels(channels, rd_ratio, rd_divisor)
-    return 2 * channels * h + h + channels + 2 * spatial_kernel**2 + 2
+    return 2 * channels * h + h + channels + 2 * kernel_size**2 + 2
 
 
 class ChannelGate(nn.Module):
@@ -73,17 +79,18 @@ class SpatialGate(nn.Module):
 @register_module(
     "cbam",
     kind="gate",
-    hparams=(RD_RATIO, RD_DIVISOR, SPATIAL_KERNEL),
+    hparams=(RD_RATIO, RD_DIVISOR, KERNEL_SIZE),
+    aliases=(REDUCTION_RATIO, SPATIAL_KERNEL),
     params=_cbam_params,
     paper="CBAM: Convolutional Block Attention Module, arXiv 1807.06521",
 )
 class CBAM(nn.Module):
     def __init__(
-        self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 1, spatial_kernel: int = 7
+        self, channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 1, kernel_size: int = 7
     ) -> None:
         super().__init__()
         self.channel_gate = ChannelGate(channels, reduced_channels(channels, rd_ratio, rd_divisor))
-        self.spatial_gate = SpatialGate(spatial_kernel)
+        self.spatial_gate = SpatialGate(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial_gate(self.channel_gate(x))

@@ -6,7 +6,7 @@ Follows GCNet's ``ContextBlock`` (xvjiarui/GCNet, mmdet/ops/gcb/context_block.py
 - context modelling: mask = softmax over the H*W positions of ``Conv1x1(C -> 1, bias)(x)``;
   context = sum_j mask_j * x_j -> (N, C, 1, 1);
 - transform: ``Conv1x1(C -> P, bias) -> LayerNorm([P, 1, 1]) -> ReLU -> Conv1x1(P -> C, bias)``,
-  P = int(C * ratio);
+  P = int(C * rd_ratio) (the code's ``ratio``, accepted as an alias);
 - fusion ``channel_add``: out = x + transform(context); ``channel_mul``: out = x *
   sigmoid(transform(context)).
 - init as ``reset_parameters`` there: the mask conv Kaiming-normal (fan_in, bias 0), the last
@@ -23,48 +23,51 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.hparams import HParam
+from nas_attn.hparams import Alias, HParam
 from nas_attn.modules._registry import register_module
 
-RATIO = HParam(
-    "ratio", "categorical", default=1 / 16, choices=(1 / 16, 1 / 8, 1 / 4),
-    doc="bottleneck ratio of the transform: P = int(C * ratio)",
+GC_RD_RATIO = HParam(
+    "rd_ratio", "categorical", default=1 / 16, choices=(1 / 16, 1 / 8, 1 / 4),
+    doc="bottleneck ratio of the transform: P = int(C * rd_ratio)",
 )
+RATIO = Alias("ratio", "rd_ratio", hashed=True, doc="the authors' name (ContextBlock(ratio=))")
 FUSION = HParam(
     "fusion", "categorical", default="channel_add", choices=("channel_add", "channel_mul"),
     doc="how the context joins the features: x + t (channel_add) or x * sigmoid(t) (channel_mul)",
 )
 
 
-def gc_planes(channels: int, ratio: float = 1 / 16) -> int:
-    return int(channels * ratio + 1e-6)
+def gc_planes(channels: int, rd_ratio: float = 1 / 16) -> int:
+    return int(channels * rd_ratio + 1e-6)
 
 
-def _gc_check(channels: int, ratio: float = 1 / 16, fusion: str = "channel_add") -> str | None:
-    if gc_planes(channels, ratio) < 1:
-        return f"GC needs int(channels * ratio) >= 1; got int({channels} * {ratio:g}) = 0"
+def _gc_check(channels: int, rd_ratio: float = 1 / 16, fusion: str = "channel_add"
+              ) -> str | None:
+    if gc_planes(channels, rd_ratio) < 1:
+        return f"GC needs int(channels * rd_ratio) >= 1; got int({channels} * {rd_ratio:g}) = 0"
     return None
 
 
-def _gc_params(channels: int, ratio: float = 1 / 16, fusion: str = "channel_add") -> int:
-    p = gc_planes(channels, ratio)
+def _gc_params(channels: int, rd_ratio: float = 1 / 16, fusion: str = "channel_add") -> int:
+    p = gc_planes(channels, rd_ratio)
     return 2 * channels * p + 3 * p + 2 * channels + 1
 
 
 @register_module(
     "gc",
     kind="gate",
-    hparams=(RATIO, FUSION),
+    hparams=(GC_RD_RATIO, FUSION),
+    aliases=(RATIO,),
     params=_gc_params,
     check=_gc_check,
     paper="GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond, arXiv 1904.11492",
 )
 class GlobalContext(nn.Module):
     def __init__(
-        self, channels: int, ratio: float = 1 / 16, fusion: str = "channel_add"
+        self, channels: int, rd_ratio: float = 1 / 16, fusion: str = "channel_add"
     ) -> None:
         super().__init__()
-        planes = gc_planes(channels, ratio)
+        planes = gc_planes(channels, rd_ratio)
         self.fusion = fusion
         self.conv_mask = nn.Conv2d(channels, 1, 1, bias=True)
         self.transform = nn.Sequential(

@@ -12,9 +12,10 @@ the output is Conv2d(C, O, kernel=k, stride=k, bias=True) of the attended patche
 
 - ``rfaconv``: weights A = GroupConv1x1(C -> C*k^2, groups=C, no bias)(AvgPool2d(k, stride,
   padding=k//2)(x)), softmax over the k^2 positions of each patch; G = F * A.
-- ``rfcaconv``: Coordinate Attention on the patch map: pooled along W and H, one shared
-  Conv1x1(C -> mip, bias) + BN + h-swish, then Conv1x1(mip -> C, bias) + sigmoid per direction;
-  mip = max(8, int(C * rd_ratio)), rd_ratio default 1/32 (the code's ``reduction=32``).
+- ``rfcaconv``: Coordinate Attention on the patch map (the zoo's ``ca`` module, ``ca.py``):
+  pooled along W and H, one shared Conv1x1(C -> mip, bias) + BN + h-swish, then
+  Conv1x1(mip -> C, bias) + sigmoid per direction; mip = max(8, int(C * rd_ratio)), rd_ratio
+  default 1/32 (the code's ``reduction=32``, accepted as an alias).
 - ``rfcbamconv``: SE channel weights from x, Linear(C -> rd_channels, no bias) -> ReLU ->
   Linear(rd_channels -> C, no bias) -> sigmoid, applied to the patch map; spatial weights
   sigmoid(Conv2d(2, 1, 3, padding=1, no bias)([max, mean] over channels of the unweighted patch
@@ -26,22 +27,25 @@ Parameters use PyTorch's default init (the authors' ResNets re-initialise convs 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from nas_attn.hparams import HParam
-from nas_attn.modules._common import reduced_channels
 from nas_attn.modules._registry import register_module
-
-CA_RD_RATIO = HParam(
-    "rd_ratio", "float", default=1 / 32, low=1 / 64, high=1.0, log=True,
-    doc="coordinate-attention reduction: mip = max(8, C * rd_ratio) (the code's reduction=32)",
+from nas_attn.modules.ca import (
+    CA_RD_RATIO,
+    REDUCTION,
+    add_coordinate_layers,
+    ca_params,
+    coordinate_attention,
 )
+
 RD_CHANNELS = HParam(
     "rd_channels", "int", default=16, low=1, high=256, log=True,
     doc="hidden width of RFCBAM's SE (the authors' code uses 16 units, whatever C is)",
 )
-CA_MIN_WIDTH = 8
 
 
 def _rf_features(in_channels: int, kernel_size: int, stride: int) -> nn.Sequential:
@@ -104,15 +108,14 @@ class RFAConv(nn.Module):
 
 def _rfca_params(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  rd_ratio: float = 1 / 32) -> int:
-    mip = max(CA_MIN_WIDTH, reduced_channels(in_channels, rd_ratio))
-    ca = in_channels * mip + mip + 2 * mip + 2 * (mip * in_channels + in_channels)
-    return ca + _common_params(in_channels, out_channels, kernel_size)
+    return ca_params(in_channels, rd_ratio) + _common_params(in_channels, out_channels, kernel_size)
 
 
 @register_module(
     "rfcaconv",
     kind="conv",
     hparams=(CA_RD_RATIO,),
+    aliases=(replace(REDUCTION, hashed=False),),
     params=_rfca_params,
     paper="RFAConv (RFCAConv variant: coordinate attention on receptive fields), arXiv 2304.03198",
 )
@@ -121,26 +124,13 @@ class RFCAConv(nn.Module):
                  stride: int = 1, rd_ratio: float = 1 / 32) -> None:
         super().__init__()
         self.k = kernel_size
-        mip = max(CA_MIN_WIDTH, reduced_channels(in_channels, rd_ratio))
         self.features = _rf_features(in_channels, kernel_size, stride)
-        self.conv1 = nn.Conv2d(in_channels, mip, 1)
-        self.bn1 = nn.BatchNorm2d(mip)
-        self.act = nn.Hardswish()
-        self.conv_h = nn.Conv2d(mip, in_channels, 1)
-        self.conv_w = nn.Conv2d(mip, in_channels, 1)
+        add_coordinate_layers(self, in_channels, rd_ratio)  # CA's layers, CA's names
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        g = _to_patches(self.features(x), c, self.k)
-        h, w = g.shape[2:]
-        x_h = g.mean(dim=3, keepdim=True)  # (N, C, H, 1)
-        x_w = g.mean(dim=2, keepdim=True).transpose(2, 3)  # (N, C, W, 1)
-        y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
-        y_h, y_w = torch.split(y, [h, w], dim=2)
-        a_h = torch.sigmoid(self.conv_h(y_h))
-        a_w = torch.sigmoid(self.conv_w(y_w.transpose(2, 3)))
-        return self.conv(g * a_w * a_h)
+        g = _to_patches(self.features(x), x.shape[1], self.k)
+        return self.conv(coordinate_attention(self, g))
 
 
 def _rfcbam_params(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,

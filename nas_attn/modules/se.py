@@ -2,7 +2,8 @@
 
 Follows the authors' Caffe models (hujie-frank/SENet): GAP -> 1x1 conv (bias) -> ReLU -> 1x1 conv
 (bias) -> sigmoid -> scale, hidden = C // 16. timm's SEModule rounds the hidden width to a multiple
-of 8; here that is the opt-in ``rd_divisor=8``.
+of 8; here that is the opt-in ``rd_divisor=8``. The reduction ratio r of the paper is accepted
+as ``reduction`` (an alias: ``reduction=16`` is ``rd_ratio=1/16``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_attn.modules._common import RD_DIVISOR, RD_RATIO, reduced_channels
+from nas_attn.modules._common import RD_DIVISOR, RD_RATIO, REDUCTION, reduced_channels
 from nas_attn.modules._registry import register_module
 
 
@@ -23,6 +24,7 @@ def _se_params(channels: int, rd_ratio: float = 1 / 16, rd_divisor: int = 1) -> 
     "se",
     kind="gate",
     hparams=(RD_RATIO, RD_DIVISOR),
+    aliases=(REDUCTION,),
     params=_se_params,
     paper="Squeeze-and-Excitation Networks, arXiv 1709.01507",
 )

@@ -270,8 +270,9 @@ def _hparams(entry: Any, sub: Any, field: str) -> dict[str, Dist]:
     if not isinstance(sub, Mapping):
         raise ConfigError(field, sub, "expected a mapping hyperparameter -> sub-space",
                           entry.hparams.names() or "(no hyperparameters)")
-    for k in sub:
-        entry.hparams.get(k, f"{field}.{k}")  # unknown names list the declared ones
+    # aliases (CA's reduction, ECA's k_size, ...) become the shared names; unknown names list
+    # the declared ones
+    sub = entry.hparams.shared_names(sub, field, convert=_alias_space)
     out: dict[str, Dist] = {}
     for decl in entry.hparams:
         if decl.name in sub:
@@ -279,6 +280,20 @@ def _hparams(entry: Any, sub: Any, field: str) -> dict[str, Dist]:
         else:
             out[decl.name] = Choice.of([decl.default])
     return out
+
+
+def _alias_space(alias: Any, decl: Any, raw: Any, field: str) -> Any:
+    """An alias's sub-space in the shared hyperparameter's units: a value or a list of values
+    converted one by one; a range only where the alias keeps the units."""
+    if alias.convert is None:
+        return raw
+    if isinstance(raw, Mapping):
+        raise ConfigError(field, dict(raw), f"a range of {alias.name} is not a range of "
+                          f"{decl.name} ({alias.doc}); give a list of {alias.name} values or "
+                          f"a range of {decl.name}", decl.describe())
+    if isinstance(raw, list | tuple):
+        return [alias.to_target(v, decl, f"{field}[{i}]") for i, v in enumerate(raw)]
+    return alias.to_target(raw, decl, field)
 
 
 def _positions(raw: Any, available: set[str], field: str) -> Choice:

@@ -142,10 +142,21 @@ class SearchSpace:
 
     @property
     def hash(self) -> str:
-        """16 hex chars of the canonical dict's hash (name and description left out)."""
+        """16 hex chars of the canonical dict's hash (name and description left out). As for
+        spec hashes, hyperparameters renamed to the zoo's shared names are hashed under their
+        first name (``HParamSet.hash_form``), so spaces written before keep their hash."""
+        from nas_attn.modules import MODULES
+
         d = self.to_dict()
         d.pop("name")
         d.pop("description")
+        for st in d["stages"]:
+            for slot in ("attention", "conv", "fusion"):
+                st[slot] = {
+                    name: MODULES.get(name).hparams.hash_form(hp, sub_spaces=True)
+                    if name in MODULES else hp
+                    for name, hp in st[slot].items()
+                }
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -50,11 +50,11 @@ def test_ela_param_counts(version: str, per_c: int, channels: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("channels", "ratio", "planes"), [(256, 1 / 16, 16), (64, 1 / 4, 16), (96, 1 / 8, 12)]
+    ("channels", "rd_ratio", "planes"), [(256, 1 / 16, 16), (64, 1 / 4, 16), (96, 1 / 8, 12)]
 )
 @pytest.mark.parametrize("fusion", ["channel_add", "channel_mul"])
-def test_gc_param_count(channels: int, ratio: float, planes: int, fusion: str) -> None:
-    module = create_module("gc", channels, ratio=ratio, fusion=fusion)
+def test_gc_param_count(channels: int, rd_ratio: float, planes: int, fusion: str) -> None:
+    module = create_module("gc", channels, rd_ratio=rd_ratio, fusion=fusion)
     expected = 2 * channels * planes + 3 * planes + 2 * channels + 1
     assert _count(module) == expected
     assert module.transform[0].out_channels == planes
@@ -98,15 +98,15 @@ def test_eca_kernel_formula(channels: int, k: int) -> None:
 def test_eca_kernel_is_settable_per_module() -> None:
     # the released ECA-ResNet-50 used k = 3, 5, 5, 7 for its four stages
     for channels, k in zip((256, 512, 1024, 2048), (3, 5, 5, 7), strict=True):
-        module = create_module("eca", channels, k_size=k)
+        module = create_module("eca", channels, kernel_size=k)
         assert module.conv.kernel_size == (k,)
         assert _count(module) == k
-    with pytest.raises(ConfigError, match=r"eca\.k_size"):
-        create_module("eca", 64, k_size=4)
+    with pytest.raises(ConfigError, match=r"eca\.kernel_size"):
+        create_module("eca", 64, kernel_size=4)
 
 
 def test_eca_output_matches_a_hand_computation() -> None:
-    module = create_module("eca", 5, k_size=3)
+    module = create_module("eca", 5, kernel_size=3)
     w = [0.5, -1.0, 2.0]
     with torch.no_grad():
         module.conv.weight.copy_(torch.tensor(w).view(1, 1, 3))
@@ -135,7 +135,7 @@ def test_cbam_spatial_gate_is_one_half_at_init() -> None:
 
 
 def test_cbam_spatial_pool_puts_max_first() -> None:
-    module = create_module("cbam", 8, spatial_kernel=3).eval()
+    module = create_module("cbam", 8, kernel_size=3).eval()
     gate = module.spatial_gate
     with torch.no_grad():
         gate.conv.weight.zero_()
@@ -163,10 +163,11 @@ def test_cbam_channel_gate_sums_the_mlp_of_avg_and_max() -> None:
 
 
 @pytest.mark.parametrize(
-    ("channels", "reduction", "mip"), [(64, 32, 8), (256, 32, 8), (512, 32, 16), (256, 16, 16)]
+    ("channels", "rd_ratio", "mip"),
+    [(64, 1 / 32, 8), (256, 1 / 32, 8), (512, 1 / 32, 16), (256, 1 / 16, 16)],
 )
-def test_ca_mip(channels: int, reduction: int, mip: int) -> None:
-    module = create_module("ca", channels, reduction=reduction)
+def test_ca_mip(channels: int, rd_ratio: float, mip: int) -> None:
+    module = create_module("ca", channels, rd_ratio=rd_ratio)
     assert module.conv1.out_channels == mip
     assert _count(module) == 3 * channels * mip + 3 * mip + 2 * channels
 
@@ -174,7 +175,7 @@ def test_ca_mip(channels: int, reduction: int, mip: int) -> None:
 def test_ca_gates_follow_their_axis() -> None:
     """With the shared conv an identity-like map and the two output convs picking one hidden
     channel, a_h depends on the row means only and a_w on the column means only."""
-    module = create_module("ca", 8, reduction=32).eval()  # mip = 8 = C
+    module = create_module("ca", 8, rd_ratio=1 / 32).eval()  # mip = 8 = C
     with torch.no_grad():
         module.conv1.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
         module.conv1.bias.zero_()
@@ -256,7 +257,7 @@ def test_gc_add_is_the_identity_at_init_and_mul_halves() -> None:
 
 
 def test_gc_context_is_the_softmax_weighted_sum() -> None:
-    module = create_module("gc", 16, ratio=1 / 4)
+    module = create_module("gc", 16, rd_ratio=1 / 4)
     with torch.no_grad():
         for p in module.transform.parameters():
             p.copy_(torch.randn_like(p))
