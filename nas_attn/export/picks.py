@@ -134,16 +134,16 @@ def _choose(df: Any, pick: Pick, objectives: Sequence[tuple[str, str]]) -> list[
     front = pareto_front(df, objectives)
     if pick.kind == "trial":
         _require(df, ["number", "state"])
+        done = complete_trials(df, objectives)
+        valid = [f"trial={int(n)}" for n in sorted(done["number"])]  # any COMPLETE trial
         rows = df[df["number"] == pick.value]
         if rows.empty:
-            raise ConfigError("pick", pick.text, f"no trial number {pick.value}",
-                              sorted(int(n) for n in front["number"]) or None)
+            raise ConfigError("pick", pick.text, f"no trial number {pick.value}", valid or None)
         row = rows.iloc[0]
         if row["state"] != "COMPLETE":
             raise ConfigError("pick", pick.text,
                               f"trial {pick.value} is {row['state']}; only COMPLETE trials were "
-                              "trained to the end", sorted(int(n) for n in front["number"]))
-        done = complete_trials(df, objectives)
+                              "trained to the end", valid or None)
         if pick.value not in set(done["number"]):
             raise ConfigError("pick", pick.text, f"trial {pick.value} has no finite objective "
                               "values")
