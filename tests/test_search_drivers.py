@@ -1,31 +1,24 @@
 """Many drivers, one study (issue 19): drivers started together on a fresh database all open
 it, and a driver never takes another live driver's trial as an orphan.
 
-The PostgreSQL tests create a database of their own (``CREATE DATABASE`` with a unique name,
-dropped afterwards) on the server the test setup starts (scripts/setup.d/20-postgres.sh), so
-every one begins without Optuna's tables. The light drivers are separate Python processes that
+The PostgreSQL tests create a database of their own (the ``fresh_pg_url`` fixture of
+conftest.py) on the server the test setup starts, so every one begins without Optuna's tables. The light drivers are separate Python processes that
 open the storage and the study through nas-attn and ask/tell synthetic trials without Ray (8
-Ray runtimes would not fit the CI machine); one test starts three real ``nas-attn search``
-processes on a fresh database.
+Ray runtimes would not fit the CI machine); tests/test_search_postgres.py starts three real
+``nas-attn search`` processes on a fresh database.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PORT = os.environ.get("NAS_ATTN_PG_PORT", "55432")
-SERVER = f"postgresql://nasattn:nasattn@127.0.0.1:{PORT}"
-ADMIN_DB = "nas_attn_test"
 TRIALS = 3
 
 # one light driver: wait for the start signal, open storage and study, ask/tell TRIALS trials
@@ -47,29 +40,6 @@ DRIVER = textwrap.dedent("""
         p = setup.propose(trial)
         study.tell(trial, [quality(p.spec["x"]), p.costs["flops"]])
 """)
-
-
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database (no Optuna tables); dropped afterwards."""
-    import sqlalchemy
-
-    admin = sqlalchemy.create_engine(f"{SERVER}/{ADMIN_DB}".replace(
-        "postgresql://", "postgresql+psycopg2://"), isolation_level="AUTOCOMMIT",
-        poolclass=sqlalchemy.pool.NullPool)
-    name = f"nasattn_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as con:
-            con.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except Exception as e:  # the server is part of the test setup: fail, do not skip
-        pytest.fail(f"cannot create a database at 127.0.0.1:{PORT} ({e}); "
-                    "run: bash scripts/setup.d/20-postgres.sh")
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with admin.connect() as con:
-            con.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _start_light_drivers(tmp_path: Path, url: str, name: str, n: int) -> list[str]:
@@ -127,44 +97,3 @@ def test_drivers_started_together_on_a_fresh_sqlite_file(tmp_path, n):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     _start_light_drivers(tmp_path, url, "fresh", n)
     _check_totals(url, "fresh", n)
-
-
-@pytest.mark.postgres
-@pytest.mark.ray
-@pytest.mark.slow
-def test_search_drivers_started_together_on_a_fresh_postgres_database(tmp_path, fresh_pg_url):
-    """Three real ``nas-attn search`` drivers, an empty database: all exit 0, 3 x 3 trials."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from nas_attn.search.searcher import is_counted
-    from nas_attn.search.storage import open_storage
-
-    study = tmp_path / "shared.yaml"
-    study.write_text("name: shared\nsynthetic: {choices: 10, epochs: 1}\n"
-                     "search: {sampler: random, seed: 0, max_concurrent: 1}\n")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("NAS_ATTN_STORAGE", None)
-    outs = [tmp_path / f"run{i}" for i in range(3)]
-    procs = [subprocess.Popen([sys.executable, "-m", "nas_attn", "search", str(study),
-                               "--storage", fresh_pg_url, "--trials", str(TRIALS), "--out",
-                               str(out), "--num-cpus", "1", "--quiet"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for out in outs]
-    logs = []
-    for p in procs:
-        try:
-            logs.append(p.communicate(timeout=300)[0])
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, log in zip(procs, logs, strict=True):
-        assert p.returncode == 0, log[-3000:]
-    st = optuna.load_study(study_name="shared", storage=open_storage(fresh_pg_url))
-    trials = st.get_trials(deepcopy=False)
-    assert sum(is_counted(t) for t in trials) == 3 * TRIALS
-    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    for out in outs:
-        info = json.loads((out / "run.json").read_text())
-        assert info["status"] == "finished"

@@ -287,7 +287,7 @@ def test_a_synthetic_study_checks_its_faults_and_objectives(tmp_path):
         path.write_text("name: s\nsynthetic: {choices: 4, epochs: 1" + text)
         return setup_from_study_file(path)
 
-    with pytest.raises(ConfigError, match="synthetic.faults.1: unknown fault") as e:
+    with pytest.raises(ConfigError, match=r"synthetic\.faults\.1: unknown fault") as e:
         study(", faults: {1: explode}}\n")
     assert e.value.value == "explode" and "oom" in e.value.choices
     with pytest.raises(ConfigError, match="flops is always minimized"):
