@@ -21,7 +21,8 @@ import pytest
 
 TRIALS = 3
 
-# one light driver: wait for the start signal, open storage and study, ask/tell TRIALS trials
+# one light driver: say it is ready, wait for the start signal, open storage and study,
+# ask/tell TRIALS trials
 DRIVER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
@@ -32,6 +33,7 @@ DRIVER = textwrap.dedent("""
 
     url, name, n, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
     setup = synthetic_setup(SyntheticProblem(choices=10, epochs=1), name)
+    Path(sys.argv[5]).touch()  # imported: ready
     while not go.exists():
         time.sleep(0.01)
     study = open_study(st.open_storage(url), setup, sampler=None)
@@ -51,10 +53,15 @@ def _start_light_drivers(tmp_path: Path, url: str, name: str, n: int) -> list[st
 
     here = str(Path(nas_attn.__file__).resolve().parents[1])  # the nas_attn this test imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, str(script), url, name, str(TRIALS), str(go)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(n)]
-    time.sleep(3.0)  # every process has imported optuna and waits for the signal
+    ready = [tmp_path / f"ready{i}" for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, str(script), url, name, str(TRIALS), str(go),
+                               str(r)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in ready]
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready):  # every driver imported, waiting for the signal
+        assert all(p.poll() is None for p in procs), "a driver died before the start"
+        assert time.monotonic() < deadline, "the drivers did not start in time"
+        time.sleep(0.05)
     go.touch()
     logs = []
     for p in procs:

@@ -12,7 +12,8 @@ Opening a storage is safe when many drivers start together on a database without
 Optuna creates its schema (tables, PostgreSQL enum types, the version rows) in every process
 that connects, and on an empty PostgreSQL database two drivers doing so at once collide
 (``UniqueViolation ... CREATE TYPE studydirection``). :func:`open_storage` therefore builds the
-``RDBStorage`` under a lock: a PostgreSQL advisory lock (:data:`SCHEMA_LOCK_KEY`), a file lock
+``RDBStorage`` under a lock when the schema is not complete yet (:func:`schema_ready`; opening
+an existing schema takes no lock): a PostgreSQL advisory lock (:data:`SCHEMA_LOCK_KEY`), a file lock
 next to an SQLite file, and for other databases retries on the integrity or programming error
 a lost race raises (:data:`SCHEMA_RETRIES`).
 
@@ -78,10 +79,16 @@ def open_storage(url: str) -> Any:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    def create() -> Any:
+        return _create_with_retries(
+            lambda: optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs))
+
     try:
-        with schema_lock(with_driver(url)):
-            return _create_with_retries(
-                lambda: optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs))
+        if not schema_ready(with_driver(url), kwargs):
+            with schema_lock(with_driver(url)):
+                if not schema_ready(with_driver(url), kwargs):  # still not: this one creates
+                    return create()
+        return create()  # outside the lock: drivers opening an existing schema run in parallel
     except ImportError as e:
         raise ConfigError("--storage", redact(url), f"database driver missing ({e}); "
                           "for PostgreSQL install nas-attn[postgres]") from None
@@ -102,6 +109,22 @@ def _create_with_retries(create: Any, attempts: int = SCHEMA_RETRIES) -> Any:
                 raise
             time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def schema_ready(url: str, engine_kwargs: dict[str, Any]) -> bool:
+    """Whether Optuna's schema is complete in ``url``'s database: alembic's revision, the last
+    thing ``RDBStorage`` writes when it creates the schema, is stamped."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs)
+    try:
+        with engine.connect() as con:
+            if not sqlalchemy.inspect(con).has_table("alembic_version"):
+                return False
+            n = con.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar()
+            return bool(n)
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
