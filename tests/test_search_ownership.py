@@ -231,3 +231,12 @@ def test_a_lock_is_released_when_its_driver_ends(tmp_path):
     with hold(tmp_path):
         pass
     assert time.monotonic() - start < 5
+
+
+def test_a_storage_that_cannot_be_opened_leaves_no_run_folder(tmp_path):
+    from nas_attn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot open the storage"):
+        runner.run_search(_setup(), out=tmp_path / "run", quiet=True,
+                          storage_url="postgresql://nobody:x@127.0.0.1:9/none")
+    assert not (tmp_path / "run").exists()

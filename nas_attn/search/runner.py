@@ -456,13 +456,14 @@ def run_search(setup: SearchSetup, out: Path | None = None, storage_url: str | N
                console: Any = None) -> RunSummary:
     """Start a new run of ``setup`` (a study of the same name in the storage is continued)."""
     run_dir = Path(out) if out else rd.default_run_dir(setup.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    url = storage_url or st.url_from_env() or st.default_url(run_dir)
+    if url == st.default_url(run_dir):  # the storage lives in the run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+    storage = st.open_storage(url)  # a storage that cannot be opened leaves no run folder
+    sampler = _sampler(setup, setup.options.seed)
+    study = open_study(storage, setup, sampler)  # refuses a different setup before writing
     with run_lock.hold(run_dir):  # one live driver per run folder
-        url = storage_url or st.url_from_env() or st.default_url(run_dir)
         previous = rd.read_run(run_dir) if (run_dir / rd.RUN_JSON).exists() else None
-        storage = st.open_storage(url)
-        sampler = _sampler(setup, setup.options.seed)
-        study = open_study(storage, setup, sampler)  # refuses a different setup before writing
         run_id = uuid.uuid4().hex[:12]
         history = []
         if previous:
