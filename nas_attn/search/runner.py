@@ -541,7 +541,7 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
                 searcher, interrupted = _execute(setup, study, run_dir, run_id, target, quiet,
                                                  progress, shared)
             stop_reason = searcher.stop_reason
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's handler: SystemExit)
         interrupted = True
     except BaseException as e:  # recorded as failed, then raised on
         error = e
