@@ -73,6 +73,12 @@ def load_state(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError("resume_state", str(path), "no such file") from None
     except Exception as e:
+        if "weights_only" in str(e):
+            # torch's text advises weights_only=False, which nas-attn never suggests
+            raise ConfigError("resume_state", str(path),
+                              "refused: the file holds Python objects other than tensors and "
+                              "plain data, and loading them could run code from it; nothing "
+                              "from it was run") from None
         raise ConfigError("resume_state", str(path),
                           f"not a readable training state ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -4,10 +4,15 @@ a browser or PostgreSQL are marked (see pyproject.toml) and still run in CI."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+PG_PORT = os.environ.get("NAS_ATTN_PG_PORT", "55432")
+PG_SERVER = f"postgresql://nasattn:nasattn@127.0.0.1:{PG_PORT}"
+PG_ADMIN_DB = "nas_attn_test"
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +21,29 @@ def _torch_seed_and_threads():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database (no Optuna tables) on the server the test setup starts
+    (scripts/setup.d/20-postgres.sh); dropped afterwards."""
+    import sqlalchemy
+
+    from nas_attn.search.storage import with_driver
+
+    admin = sqlalchemy.create_engine(with_driver(f"{PG_SERVER}/{PG_ADMIN_DB}"),
+                                     isolation_level="AUTOCOMMIT",
+                                     poolclass=sqlalchemy.pool.NullPool)
+    name = f"nasattn_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as con:
+            con.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # the server is part of the test setup: fail, do not skip
+        pytest.fail(f"cannot create a database at 127.0.0.1:{PG_PORT} ({e}); "
+                    "run: bash scripts/setup.d/20-postgres.sh")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.connect() as con:
+            con.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -561,6 +561,19 @@ def test_picks_that_select_nothing_are_explained(pick, message):
     assert e.value.field == "pick"
 
 
+def test_a_pruned_trial_pick_lists_every_complete_trial_as_valid():
+    """Any COMPLETE trial is accepted by ``trial=N``, so all of them are the valid choices,
+    not only the front (trial 3 is COMPLETE and off the front)."""
+    from nas_attn.export.picks import complete_trials, select
+
+    with pytest.raises(ConfigError, match="is PRUNED") as e:
+        select(trials_table(), ["trial=4"])
+    done = sorted(int(n) for n in complete_trials(trials_table())["number"])
+    assert "trial=3" in e.value.choices
+    assert e.value.choices == [f"trial={n}" for n in done]
+    assert select(trials_table(), ["trial=3"])[0].number == 3
+
+
 def test_picks_on_a_table_without_complete_trials_or_columns():
     from nas_attn.export.picks import select
 

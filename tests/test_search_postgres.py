@@ -52,25 +52,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "nas_attn", *args]
 
 
-def test_concurrent_drivers_share_one_postgres_study(tmp_path: Path, study_name: str,
-                                                     monkeypatch: pytest.MonkeyPatch):
-    import optuna
-    from optuna.trial import TrialState
-
-    import nas_attn
-    from nas_attn.errors import ConfigError
-    from nas_attn.search.searcher import is_counted
-    from nas_attn.search.storage import open_storage
-
-    study = tmp_path / "shared.yaml"
-    # 10 architectures for 12 finished trials: drivers must meet on the same specs
-    study.write_text(f"name: {study_name}\n"
-                     "synthetic: {choices: 10, epochs: 2, epoch_seconds: 0.3}\n"
-                     "search: {sampler: random, seed: 0, max_concurrent: 1}\n")
+def _search_together(study: Path, url: str, outs: list[Path]) -> None:
+    """``nas-attn search`` drivers started at the same moment, one per run folder in ``outs``;
+    each must exit 0 with exactly TRIALS finished trials."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("NAS_ATTN_STORAGE", None)
-    outs = [tmp_path / f"run{i}" for i in range(DRIVERS)]
-    procs = [subprocess.Popen(_cli("search", str(study), "--storage", URL, "--trials",
+    procs = [subprocess.Popen(_cli("search", str(study), "--storage", url, "--trials",
                                    str(TRIALS), "--out", str(out), "--num-cpus", "1", "--quiet"),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
@@ -86,6 +73,48 @@ def test_concurrent_drivers_share_one_postgres_study(tmp_path: Path, study_name:
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
         assert f"finished {TRIALS}/{TRIALS}" in log, log[-3000:]
+
+
+def test_drivers_started_together_on_a_fresh_postgres_database(tmp_path: Path,
+                                                               fresh_pg_url: str):
+    """Three drivers, a database without Optuna's tables (on main one or two died creating the
+    schema): all exit 0, the study holds 3 x TRIALS counted trials, nothing RUNNING."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas_attn.search.searcher import is_counted
+    from nas_attn.search.storage import open_storage
+
+    study = tmp_path / "shared.yaml"
+    study.write_text("name: shared\nsynthetic: {choices: 10, epochs: 1}\n"
+                     "search: {sampler: random, seed: 0, max_concurrent: 1}\n")
+    outs = [tmp_path / f"run{i}" for i in range(DRIVERS)]
+    _search_together(study, fresh_pg_url, outs)
+    trials = optuna.load_study(study_name="shared", storage=open_storage(fresh_pg_url)
+                               ).get_trials(deepcopy=False)
+    assert sum(is_counted(t) for t in trials) == DRIVERS * TRIALS
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for out in outs:
+        assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_concurrent_drivers_share_one_postgres_study(tmp_path: Path, study_name: str,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    import optuna
+    from optuna.trial import TrialState
+
+    import nas_attn
+    from nas_attn.errors import ConfigError
+    from nas_attn.search.searcher import is_counted
+    from nas_attn.search.storage import open_storage
+
+    study = tmp_path / "shared.yaml"
+    # 10 architectures for 12 finished trials: drivers must meet on the same specs
+    study.write_text(f"name: {study_name}\n"
+                     "synthetic: {choices: 10, epochs: 2, epoch_seconds: 0.3}\n"
+                     "search: {sampler: random, seed: 0, max_concurrent: 1}\n")
+    outs = [tmp_path / f"run{i}" for i in range(DRIVERS)]
+    _search_together(study, URL, outs)
 
     st = optuna.load_study(study_name=study_name, storage=open_storage(URL))
     trials = st.get_trials(deepcopy=False)

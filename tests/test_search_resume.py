@@ -39,7 +39,8 @@ def _finished(db: Path) -> int:
         return 0
 
 
-def _start_and_interrupt(tmp_path: Path, sig: int) -> tuple[Path, subprocess.Popen, bytes]:
+def _start_and_interrupt(tmp_path: Path, sig: int
+                         ) -> tuple[Path, subprocess.Popen, bytes, dict]:
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
     run = tmp_path / "run"
@@ -69,7 +70,7 @@ def _start_and_interrupt(tmp_path: Path, sig: int) -> tuple[Path, subprocess.Pop
     res = subprocess.run(_cli("resume", str(run), "--num-cpus", "2", "--quiet"), env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return run, proc, out
+    return run, proc, out, before
 
 
 def _check_exact(run: Path) -> None:
@@ -88,13 +89,58 @@ def _check_exact(run: Path) -> None:
 
 
 def test_kill_9_then_resume_is_exact(tmp_path):
-    run, proc, _ = _start_and_interrupt(tmp_path, signal.SIGKILL)
+    run, proc, _, _ = _start_and_interrupt(tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     _check_exact(run)
 
 
 def test_sigint_then_resume_is_exact(tmp_path):
-    run, proc, out = _start_and_interrupt(tmp_path, signal.SIGINT)
+    run, proc, out, before = _start_and_interrupt(tmp_path, signal.SIGINT)
     assert proc.returncode == 130, out.decode()[-3000:]
+    assert before["status"] == "interrupted"
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    _check_exact(run)
+
+
+def test_sigterm_then_resume_is_exact(tmp_path):
+    """SIGTERM: run.json says ``interrupted`` (on main: ``finished``); the exit status is what
+    Ray's own SIGTERM handlers leave (134 seen), never 0."""
+    run, proc, out, before = _start_and_interrupt(tmp_path, signal.SIGTERM)
+    assert proc.returncode != 0, out.decode()[-3000:]
+    assert before["status"] == "interrupted", out.decode()[-3000:]
+    _check_exact(run)
+
+
+def test_resume_while_the_runs_own_driver_is_alive_is_refused(tmp_path):
+    """``nas-attn resume RUN`` during the run's own search: refused naming the live driver's
+    pid and host (exit 2), and the search ends exact (requested count, nothing twice)."""
+    import socket
+
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.replace("max_concurrent: 2", "max_concurrent: 1"))
+    run = tmp_path / "run"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(_cli("search", str(study), "--out", str(run), "--num-cpus", "1",
+                                 "--quiet"), env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while _finished(run / "study.db") < 1:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+        res = subprocess.run(_cli("resume", str(run), "--num-cpus", "1", "--quiet"), env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
+        assert f"pid {proc.pid} on host {socket.gethostname()}" in res.stderr
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out.decode()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     _check_exact(run)

@@ -293,3 +293,23 @@ def test_stop_dominated_goes_from_the_study_file_to_the_runners_rule(tmp_path):
     assert runner._halving(setup_from_study_file(path)).stop_dominated is False
     path.write_text(text.replace(old, "grace_epochs: 2, stop_dominated: true}"))
     assert runner._halving(setup_from_study_file(path)).stop_dominated is True
+
+
+def test_a_synthetic_study_checks_its_faults_and_objectives(tmp_path):
+    from nas_attn.search.from_study import setup_from_study_file
+
+    def study(text: str):
+        path = tmp_path / "s.yaml"
+        path.write_text("name: s\nsynthetic: {choices: 4, epochs: 1" + text)
+        return setup_from_study_file(path)
+
+    with pytest.raises(ConfigError, match=r"synthetic\.faults\.1: unknown fault") as e:
+        study(", faults: {1: explode}}\n")
+    assert e.value.value == "explode" and "oom" in e.value.choices
+    with pytest.raises(ConfigError, match="flops is always minimized"):
+        study("}\nobjectives: [{name: flops, direction: maximize}]\n")
+    with pytest.raises(ConfigError, match="not reported by the synthetic problem"):
+        study("}\nobjectives: [val_accuracy, latency_ms]\n")
+    chosen = study("}\nobjectives: [val_accuracy, params]\n").objectives
+    assert chosen == (Objective("val_accuracy", "maximize"), Objective("params", "minimize"))
+    assert [o.name for o in study("}\n").objectives] == ["val_accuracy", "flops"]

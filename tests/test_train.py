@@ -226,3 +226,32 @@ def test_cli_train_bad_option_exits_2(tmp_path, capsys):
     assert main(["train", str(spec), "--data", "synthetic", "-D", "colour=1"]) == 2
     assert "data.colour" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+
+
+def test_a_state_holding_python_objects_is_refused_without_torchs_unsafe_advice(tmp_path):
+    import fractions
+
+    import torch
+
+    from nas_attn.train_state import load_state
+
+    torch.save({"format": "nas-attn-train-state", "x": fractions.Fraction(1, 3)},
+               tmp_path / "evil.pt")
+    with pytest.raises(ConfigError, match="refused") as e:
+        load_state(tmp_path / "evil.pt")
+    assert "weights_only" not in str(e.value)
+
+
+def test_cli_train_reports_a_bad_spec_before_loading_the_dataset(tmp_path, capsys,
+                                                                 monkeypatch):
+    import nas_attn.data
+    from nas_attn.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("the dataset was loaded before the spec was checked")
+
+    monkeypatch.setattr(nas_attn.data, "load_dataset", never)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("backbone: tiny\nstages:\n  - attention: no-such-module\n")
+    assert main(["train", str(spec), "--data", "synthetic"]) == 2
+    assert "no-such-module" in capsys.readouterr().err

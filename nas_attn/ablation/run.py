@@ -40,6 +40,7 @@ from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
 from nas_attn.objectives import Objective, is_finite_number, name_metrics
 from nas_attn.search.outcome import COMPLETE, FAIL, Outcome
+from nas_attn.search.ownership import ask_owned
 from nas_attn.search.searcher import TrialBookkeeping
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class JobSearcher(TrialBookkeeping):
         if not self.queue:
             return Searcher.FINISHED
         job = self.queue.pop(0)
-        trial = self.study.ask()
+        trial = ask_owned(self.study, self.run_id)  # owned from the moment it is asked
         costs = dict(self.costs.get(job.arm, {}))
         attrs = {"run_id": self.run_id, "job": job.job, "arm": job.arm, "seed": job.seed,
                  "spec_hash": job.spec_hash, "spec": json.dumps(dict(job.spec), sort_keys=True),

@@ -1,8 +1,10 @@
 """``nas-attn search STUDY`` and ``nas-attn resume RUN_DIR``: run (or finish) a search.
 
 Optuna proposes architectures, Ray Tune runs the trials (a local runtime on 127.0.0.1, or a
-cluster with ``--address``), the Optuna storage keeps the truth. Exit codes: 0 finished,
-130 interrupted (``nas-attn resume RUN_DIR`` finishes it), 2 bad input.
+cluster with ``--address``), the Optuna storage keeps the truth. Exit codes: 0 finished (or
+stopped by the searcher), 1 failed (run.json's ``message`` says why), 130 interrupted
+(``nas-attn resume RUN_DIR`` finishes either), 2 bad input or a run folder in use by a live
+driver.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def _summary(s: Any, quiet: bool) -> None:
     where = s.run_dir
     if quiet:
         _say(f"{s.status} {s.finished}/{s.requested} {where}")
+        if s.status == "failed" and s.message:
+            _say(s.message)
         return
     _say(f"{s.status}: {s.finished}/{s.requested} trials finished "
          f"({s.complete} complete, {s.pruned} pruned, {s.failed} failed"
@@ -44,7 +48,7 @@ def _summary(s: Any, quiet: bool) -> None:
     _say(f"in Python: nas_attn.load_run({str(where)!r}).front()")
     _say(f"dashboard: nas-attn dashboard {where}")
     _say(f"export:    nas-attn export {where} --pick knee")
-    if s.status == "interrupted":
+    if s.status in ("interrupted", "failed"):
         _say(f"resume:    nas-attn resume {where}")
 
 
@@ -53,6 +57,8 @@ def _exit(s: Any) -> None:
         # SystemExit, not typer.Exit: with standalone_mode=False click turns Exit into a
         # return value that nas_attn.cli.main does not pass on
         raise SystemExit(130)
+    if s.status == "failed":
+        raise SystemExit(1)
 
 
 @app.command("search")

@@ -45,12 +45,14 @@ def train_cmd(
     = False,
 ) -> None:
     """Train one spec on a dataset; searches select on validation, --test reports the test set."""
+    from nas_attn.arch import load_spec
     from nas_attn.data import DataConfig, load_dataset
     from nas_attn.errors import ConfigError
     from nas_attn.train import EpochResult, TrainConfig, train_spec
 
     if not spec.is_file():
         raise ConfigError("SPEC", str(spec), "no such file")
+    arch = load_spec(spec)  # a bad spec is reported before the dataset is loaded
     dopts = _parse_options(data_option or [], "--data-option")
     if data_root is not None:
         dopts["root"] = str(data_root)
@@ -73,7 +75,7 @@ def train_cmd(
                   f"{e.images_per_s:,.0f} img/s  {e.elapsed_s:.1f} s",
                   highlight=False, soft_wrap=True)
 
-    result = train_spec(spec, bundle, tcfg, progress, evaluate_test=test)
+    result = train_spec(arch, bundle, tcfg, progress, evaluate_test=test)
     metrics: dict[str, Any] = {"spec": str(spec), "spec_hash": result.spec.hash,
                                "data": dcfg.resolved().to_dict(), "train": vars(tcfg),
                                **result.to_dict(), "params": result.num_params, "flops": None}

@@ -134,16 +134,18 @@ def _choose(df: Any, pick: Pick, objectives: Sequence[tuple[str, str]]) -> list[
     front = pareto_front(df, objectives)
     if pick.kind == "trial":
         _require(df, ["number", "state"])
+        finite = df[names].apply(lambda r: all(is_finite_number(v) for v in r), axis=1)
+        done = df[(df["state"] == "COMPLETE") & finite]
+        valid = [f"trial={int(n)}" for n in sorted(done["number"])]  # any COMPLETE trial
         rows = df[df["number"] == pick.value]
         if rows.empty:
-            raise ConfigError("pick", pick.text, f"no trial number {pick.value}",
-                              sorted(int(n) for n in front["number"]) or None)
+            raise ConfigError("pick", pick.text, f"no trial number {pick.value}", valid or None)
         row = rows.iloc[0]
         if row["state"] != "COMPLETE":
             raise ConfigError("pick", pick.text,
                               f"trial {pick.value} is {row['state']}; only COMPLETE trials were "
-                              "trained to the end", sorted(int(n) for n in front["number"]))
-        if not all(is_finite_number(row[n]) for n in names):
+                              "trained to the end", valid or None)
+        if pick.value not in set(done["number"]):
             raise ConfigError("pick", pick.text, f"trial {pick.value} has no finite objective "
                               "values")
         return [row]

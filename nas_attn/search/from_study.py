@@ -141,8 +141,30 @@ def _synthetic_from_mapping(raw: Mapping[str, Any], overrides: Mapping[str, Any]
             raise ConfigError(f"{path}: {k}", k, "unknown key in a synthetic study", allowed)
     try:
         problem = SyntheticProblem.from_dict({"choices": 8, "epochs": 3, **raw["synthetic"]})
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.field}", e.value, e.reason, e.choices) from None
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{path}: synthetic", raw["synthetic"], str(e)) from None
     options = options_for(raw.get("search") or {}, overrides)
     es = dict(raw.get("early_stopping") or {"enabled": False})
-    return synthetic_setup(problem, str(raw.get("name") or path.stem), options, es)
+    return synthetic_setup(problem, str(raw.get("name") or path.stem), options, es,
+                           _synthetic_objectives(raw.get("objectives"), path))
+
+
+def _synthetic_objectives(raw: Any, path: Path) -> tuple[Objective, ...] | None:
+    """A synthetic study's ``objectives:``, checked as a real study's are (``flops: maximize``
+    is refused) and limited to the metrics the synthetic problem reports; None: the default."""
+    from nas_attn.search.synthetic import METRICS
+    from nas_attn.study import _objectives
+
+    if raw is None:
+        return None
+    try:
+        parsed = _objectives(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.field}", e.value, e.reason, e.choices) from None
+    for i, o in enumerate(parsed):
+        if o.name not in METRICS:
+            raise ConfigError(f"{path}: objectives[{i}].name", o.name,
+                              "not reported by the synthetic problem", METRICS)
+    return tuple(Objective(o.name, o.direction) for o in parsed)

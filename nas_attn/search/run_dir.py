@@ -3,7 +3,9 @@
 Layout (``runs/<study>-<YYYYmmdd-HHMMSS>`` by default)::
 
     run.json        study name, run id, storage URL (redacted), requested trials, seed, sampler,
-                    versions, status, how to rebuild the setup (for resume)
+                    versions, status (running, finished, interrupted, stopped, failed; a
+                    ``message`` says why a run failed or stopped), how to rebuild the setup
+    driver.lock     held (flock) by the run's live driver: pid and host (search.run_lock)
     study.yaml      the resolved study (every default written out)
     study.db        the Optuna storage (SQLite), unless --storage points elsewhere
     trials.csv      one row per trial (also trials.parquet when pyarrow is installed)
@@ -56,9 +58,34 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
-def write_ended(path: Path, info: Mapping[str, Any], status: str) -> dict[str, Any]:
-    """``info`` with the run's final ``status`` and ``ended_at`` time, written to ``path``."""
+def ended_status(requested: int, counted: int, interrupted: bool, stop_reason: str | None,
+                 error: BaseException | None) -> tuple[str, str]:
+    """What a run segment's end means (pure): (status, message) for run.json.
+
+    ``failed`` with the exception's type and message when one ended it; ``interrupted`` on a
+    signal (Ctrl-C) or when trials were left unfinished; ``stopped`` when the searcher gave up
+    (``stop_reason``); ``finished`` only when the requested count was reached; ``failed``
+    naming the shortfall otherwise.
+    """
+    if error is not None:
+        return "failed", f"{type(error).__name__}: {error}"
+    if interrupted:
+        return "interrupted", ""
+    if stop_reason:
+        return "stopped", stop_reason
+    if counted >= requested:
+        return "finished", ""
+    return "failed", f"ended with {counted} of {requested} requested trials counted"
+
+
+def write_ended(path: Path, info: Mapping[str, Any], status: str, message: str = ""
+                ) -> dict[str, Any]:
+    """``info`` with the run's final ``status`` (and ``message``, e.g. the error of a failed
+    run) and ``ended_at`` time, written to ``path``."""
     ended = {**info, "status": status, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    ended.pop("message", None)
+    if message:
+        ended["message"] = message
     write_json(path, ended)
     return ended
 

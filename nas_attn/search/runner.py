@@ -33,7 +33,9 @@ from nas_attn.errors import ConfigError
 from nas_attn.objectives import name_metrics
 from nas_attn.search import fingerprint as fp
 from nas_attn.search import run_dir as rd
+from nas_attn.search import run_lock
 from nas_attn.search import storage as st
+from nas_attn.search.ownership import reconcile
 from nas_attn.search.samplers import learns_from_pruned, make_sampler
 from nas_attn.search.setup import SearchOptions, SearchSetup
 
@@ -46,7 +48,7 @@ _NOISY_LOGGERS = ("ray.tune.tune", "ray.tune.execution.tune_controller",
 class RunSummary:
     run_dir: Path
     study_name: str
-    status: str  # "finished" | "interrupted" | "stopped"
+    status: str  # "finished" | "interrupted" | "stopped" | "failed" (see run_dir.ended_status)
     requested: int
     finished: int
     complete: int
@@ -116,23 +118,6 @@ def open_study(storage: Any, setup: SearchSetup, sampler: Any,
     fp.check_compatible(setup.name, _stored_fingerprint(study, wait_s), setup.fingerprint)
     name_metrics(study, setup.objectives)
     return study
-
-
-def reconcile(study: Any, run_id: str) -> int:
-    """Mark this run's RUNNING trials FAIL ``orphaned`` (their driver is gone); returns how many."""
-    from optuna.trial import TrialState
-
-    n = 0
-    storage = study._storage
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if t.user_attrs.get("run_id") not in (run_id, None):
-            continue
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", "orphaned")
-        storage.set_trial_user_attr(t._trial_id, "counts", False)
-        storage.set_trial_user_attr(t._trial_id, "run_id", run_id)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        n += 1
-    return n
 
 
 class SharedDone:
@@ -447,6 +432,9 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
         interrupted = True
         _orphan_pending(searcher)
     searcher.flush()
+    if searcher._parked or searcher._retry:  # duplicates to retrain that Ray never took
+        interrupted = True
+        _orphan_pending(searcher)
     return searcher, interrupted
 
 
@@ -456,11 +444,11 @@ def _orphan_pending(searcher: Any) -> None:
     for trial_id in list(searcher._pending):
         p = searcher._pending.pop(trial_id)
         searcher._tell(p.trial, fail("orphaned", "interrupted before it finished", counts=False))
-    for trials in searcher._parked.values():
-        for trial, _ in trials:
-            searcher._tell(trial, fail("orphaned", "interrupted before it finished",
-                                       counts=False))
+    waiting = [t for trials in searcher._parked.values() for t in trials] + searcher._retry
+    for trial, _ in waiting:
+        searcher._tell(trial, fail("orphaned", "interrupted before it finished", counts=False))
     searcher._parked.clear()
+    searcher._retry.clear()
 
 
 # -- public API -------------------------------------------------------------------------------
@@ -471,30 +459,32 @@ def run_search(setup: SearchSetup, out: Path | None = None, storage_url: str | N
                console: Any = None) -> RunSummary:
     """Start a new run of ``setup`` (a study of the same name in the storage is continued)."""
     run_dir = Path(out) if out else rd.default_run_dir(setup.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     url = storage_url or st.url_from_env() or st.default_url(run_dir)
-    previous = rd.read_run(run_dir) if (run_dir / rd.RUN_JSON).exists() else None
-    storage = st.open_storage(url)
+    if url == st.default_url(run_dir):  # the storage lives in the run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+    storage = st.open_storage(url)  # a storage that cannot be opened leaves no run folder
     sampler = _sampler(setup, setup.options.seed)
     study = open_study(storage, setup, sampler)  # refuses a different setup before writing
-    run_id = uuid.uuid4().hex[:12]
-    history = []
-    if previous:
-        history = [*previous.get("history", []), {k: previous.get(k) for k in
-                                                  ("run_id", "requested_trials", "status")}]
-    info = {
-        "study_name": setup.name, "run_id": run_id, "storage": st.redact(url),
-        "storage_in_run_dir": storage_url is None and not st.url_from_env(),
-        "requested_trials": setup.options.trials, "seed": setup.options.seed,
-        "sampler": setup.options.sampler, "options": setup.options.to_dict(),
-        "objectives": [[o.name, o.direction] for o in setup.objectives],
-        "source": dict(setup.source), "versions": rd.versions(), "status": "running",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "history": history,
-        "fingerprint_hash": fp.fingerprint_hash(setup.fingerprint),
-    }
-    rd.write_json(run_dir / rd.RUN_JSON, info)
-    rd.write_study_yaml(run_dir, setup.resolved)
-    return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
+    with run_lock.hold(run_dir):  # one live driver per run folder
+        previous = rd.read_run(run_dir) if (run_dir / rd.RUN_JSON).exists() else None
+        run_id = uuid.uuid4().hex[:12]
+        history = []
+        if previous:
+            history = [*previous.get("history", []), {k: previous.get(k) for k in
+                                                      ("run_id", "requested_trials", "status")}]
+        info = {
+            "study_name": setup.name, "run_id": run_id, "storage": st.redact(url),
+            "storage_in_run_dir": storage_url is None and not st.url_from_env(),
+            "requested_trials": setup.options.trials, "seed": setup.options.seed,
+            "sampler": setup.options.sampler, "options": setup.options.to_dict(),
+            "objectives": [[o.name, o.direction] for o in setup.objectives],
+            "source": dict(setup.source), "versions": rd.versions(), "status": "running",
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "history": history,
+            "fingerprint_hash": fp.fingerprint_hash(setup.fingerprint),
+        }
+        rd.write_json(run_dir / rd.RUN_JSON, info)
+        rd.write_study_yaml(run_dir, setup.resolved)
+        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
 
 
 def resume_run(run_dir: Path, storage_url: str | None = None, address: str | None = None,
@@ -503,20 +493,23 @@ def resume_run(run_dir: Path, storage_url: str | None = None, address: str | Non
                ) -> RunSummary:
     """Finish an interrupted run (Ctrl-C, kill -9, lost machine) from its folder."""
     run_dir = Path(run_dir)
-    info = rd.read_run(run_dir)
-    if info.get("storage_in_run_dir"):
-        url = st.default_url(run_dir)
-    else:
-        url = storage_url or st.url_from_env(info.get("storage"))
-        if url is None or st.is_redacted(url):
-            raise ConfigError("--storage", info.get("storage"),
-                              "the run's storage URL had a password, which is never written to "
-                              f"the run folder; pass it again with --storage or ${st.ENV_STORAGE}")
-    setup = (setup_factory or _setup_from_run)(info, run_dir)
-    storage = st.open_storage(url)
-    sampler = _sampler(setup, setup.options.seed)
-    study = open_study(storage, setup, sampler)
-    return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
+    rd.read_run(run_dir)  # a clear error for a folder that is no run
+    with run_lock.hold(run_dir):  # refused while the run's own driver is alive
+        info = rd.read_run(run_dir)
+        if info.get("storage_in_run_dir"):
+            url = st.default_url(run_dir)
+        else:
+            url = storage_url or st.url_from_env(info.get("storage"))
+            if url is None or st.is_redacted(url):
+                raise ConfigError("--storage", info.get("storage"),
+                                  "the run's storage URL had a password, which is never written "
+                                  f"to the run folder; pass it again with --storage or "
+                                  f"${st.ENV_STORAGE}")
+        setup = (setup_factory or _setup_from_run)(info, run_dir)
+        storage = st.open_storage(url)
+        sampler = _sampler(setup, setup.options.seed)
+        study = open_study(storage, setup, sampler)
+        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
 
 
 def _setup_from_run(info: Mapping[str, Any], run_dir: Path) -> SearchSetup:
@@ -544,20 +537,23 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     study.sampler = _sampler(setup, seed)
     progress = Progress(study, setup, int(info["requested_trials"]), already, quiet, console,
                         orphans)
-    status, message, searcher = "finished", "", None
+    interrupted, stop_reason, error = False, None, None
     try:
         if target > 0:
             with ray_runtime(address, num_cpus, quiet), progress:
                 searcher, interrupted = _execute(setup, study, run_dir, run_id, target, quiet,
                                                  progress, shared)
-            if interrupted:
-                status = "interrupted"
-            elif searcher.stop_reason:
-                status, message = "stopped", searcher.stop_reason
-    except KeyboardInterrupt:
-        status = "interrupted"
+            stop_reason = searcher.stop_reason
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's handler: SystemExit)
+        interrupted = True
+    except BaseException as e:  # recorded as failed, then raised on
+        error = e
+        raise
     finally:
-        info = rd.write_ended(run_dir / rd.RUN_JSON, info, status)
+        done = counted(study, run_id) if error is None else 0
+        status, message = rd.ended_status(int(info["requested_trials"]), done, interrupted,
+                                          stop_reason, error)
+        info = rd.write_ended(run_dir / rd.RUN_JSON, info, status, message)
         write_trials_table(study, run_dir)
     return summarize(study, run_dir, setup.name, info, status, message, progress)
 

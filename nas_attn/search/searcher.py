@@ -12,7 +12,10 @@ space -> canonical spec -> hash -> cost), then
 - over the cost budget -> told FAIL ``over_budget`` at once, no training, not counted;
 - same spec hash already evaluated in this study -> told with the earlier result, user attrs
   ``reused=True`` and ``reused_from``; counted, not trained;
-- same spec hash being trained right now -> parked and told when that trial ends;
+- same spec hash being trained right now -> parked until that trial ends, then told its result
+  when it is reusable (COMPLETE, PRUNED, ``nonfinite``, ``missing_metric``), or else trained
+  itself (``error``, ``oom``, ``orphaned`` may not happen again: never copied), however many
+  trials are in flight;
 - with ``promote`` on (``early_stopping.promote``): same spec hash stopped early at a rung ->
   handed to Ray as a *promoted* trial, ``resume_epoch`` = the epochs the stopped trial trained,
   user attrs ``promoted_from`` and ``resume_epoch``; it resumes that training (see
@@ -48,6 +51,7 @@ from nas_attn.search.outcome import (
     fail,
     is_finite_number,
 )
+from nas_attn.search.ownership import ask_owned
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +244,8 @@ class AskTellSearcher(TrialBookkeeping):
         self._consecutive_skips = 0
         self._in_flight: dict[str, str] = {}  # spec hash -> ray trial id
         self._parked: dict[str, list[tuple[Any, Proposal]]] = {}
+        # parked duplicates whose original failed in a way not reused: trained next
+        self._retry: list[tuple[Any, Proposal]] = []
         self._done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
         for t in study.get_trials(deepcopy=False):
             if reusable(t) and not t.user_attrs.get("reused"):
@@ -268,13 +274,20 @@ class AskTellSearcher(TrialBookkeeping):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         for _ in range(MAX_ASKS_PER_SUGGEST):
-            if self.issued >= self.target or self.stop_reason:
+            if self.stop_reason:
                 return Searcher.FINISHED
-            trial = self.study.ask()
+            if self._retry:  # a duplicate whose original failed in a way that may not last
+                config = self._place(trial_id, *self._retry.pop(0))
+                if config is not None:
+                    return config
+                continue
+            if self.issued >= self.target:
+                # parked duplicates may still need training (their original may fail): wait
+                return None if self._parked else Searcher.FINISHED
+            trial = ask_owned(self.study, self.run_id)
             try:
                 proposal = self.propose(trial)
             except Exception as e:  # an invalid spec from the space: record, never crash Ray
-                trial.set_user_attr("run_id", self.run_id)
                 self._tell(trial, fail("error", f"{type(e).__name__}: {e}", counts=False,
                                        stage="propose"))
                 if self._skip():
@@ -288,33 +301,40 @@ class AskTellSearcher(TrialBookkeeping):
                 continue
             self.issued += 1
             self._consecutive_skips = 0
-            earlier = self._done.get(proposal.spec_hash)
-            resume = self._resume_epoch(earlier)
-            if earlier is not None and not resume:
-                self._reuse(trial, proposal, earlier)
-                continue
-            if proposal.spec_hash in self._in_flight:
-                self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
-                continue
-            if resume:
-                trial.set_user_attr("promoted_from", earlier.number)
-                trial.set_user_attr("resume_epoch", resume)
-                self.counts.promoted += 1
-            self._pending[trial_id] = _Pending(trial, proposal, time.time(), resume_epoch=resume)
-            self._in_flight[proposal.spec_hash] = trial_id
-            self.counts.running += 1
-            self._emit("start", {"number": trial.number, "spec_hash": proposal.spec_hash,
-                                 "resume_epoch": resume})
-            config = {
-                "optuna_number": trial.number,
-                "spec_hash": proposal.spec_hash,
-                "spec": json.dumps(dict(proposal.spec), sort_keys=True),
-                "costs": dict(proposal.costs),
-            }
-            if resume:
-                config["resume_epoch"] = resume
-            return config
+            config = self._place(trial_id, trial, proposal)
+            if config is not None:
+                return config
         return None
+
+    def _place(self, trial_id: str, trial: Any, proposal: Proposal) -> dict | None:
+        """An issued proposal: reused (an earlier result), parked (its spec is being trained
+        now) or handed to Ray (its config returned)."""
+        earlier = self._done.get(proposal.spec_hash)
+        resume = self._resume_epoch(earlier)
+        if earlier is not None and not resume:
+            self._reuse(trial, proposal, earlier)
+            return None
+        if proposal.spec_hash in self._in_flight:
+            self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
+            return None
+        if resume:
+            trial.set_user_attr("promoted_from", earlier.number)
+            trial.set_user_attr("resume_epoch", resume)
+            self.counts.promoted += 1
+        self._pending[trial_id] = _Pending(trial, proposal, time.time(), resume_epoch=resume)
+        self._in_flight[proposal.spec_hash] = trial_id
+        self.counts.running += 1
+        self._emit("start", {"number": trial.number, "spec_hash": proposal.spec_hash,
+                             "resume_epoch": resume})
+        config = {
+            "optuna_number": trial.number,
+            "spec_hash": proposal.spec_hash,
+            "spec": json.dumps(dict(proposal.spec), sort_keys=True),
+            "costs": dict(proposal.costs),
+        }
+        if resume:
+            config["resume_epoch"] = resume
+        return config
 
     def _resume_epoch(self, earlier: Any) -> int:
         """The epoch a re-proposed architecture resumes after: > 0 only with ``promote`` on and
@@ -386,9 +406,12 @@ class AskTellSearcher(TrialBookkeeping):
                               "values": out.values, "reason": attrs.get("fail_reason")})
         if frozen is not None and reusable(frozen):
             remember(self._done, h, frozen)
-        for trial, proposal in self._parked.pop(h, []):
-            self._reuse(trial, proposal, frozen) if frozen is not None and reusable(frozen) \
-                else self._copy_failure(trial, out, p.trial.number)
+        parked = self._parked.pop(h, [])
+        if frozen is not None and reusable(frozen):
+            for trial, proposal in parked:
+                self._reuse(trial, proposal, frozen)
+        else:  # a failure that may not last (error, oom, ...): the duplicates are trained
+            self._retry.extend(parked)
 
     def _earlier_curve(self, h: str, p: _Pending) -> dict[str, Any]:
         """A promoted trial's curve starts with the epochs of the trial it resumed."""
@@ -397,12 +420,6 @@ class AskTellSearcher(TrialBookkeeping):
         earlier = self._done.get(h) if h in self._done else None
         curve = earlier.user_attrs.get(INTERMEDIATE) if earlier is not None else None
         return {k: v for k, v in (curve or {}).items() if int(k) <= p.resume_epoch}
-
-    def _copy_failure(self, trial: Any, out: Outcome, number: int) -> None:
-        attrs = {**out.attrs, "reused": True, "reused_from": number, "counts": True}
-        self._tell(trial, Outcome(FAIL, None, attrs))
-        self.counts.reused += 1
-        self._count(FAIL)
 
     def _count(self, state: str) -> None:
         self.counts.finished += 1

@@ -8,13 +8,26 @@ consistent database whose only debris is trials in state RUNNING, which
 lets several drivers share one study. JournalStorage was not chosen: it is not queryable by
 other tools and needs its own lock handling on network file systems.
 
+Opening a storage is safe when many drivers start together on a database without tables:
+Optuna creates its schema (tables, PostgreSQL enum types, the version rows) in every process
+that connects, and on an empty PostgreSQL database two drivers doing so at once collide
+(``UniqueViolation ... CREATE TYPE studydirection``). :func:`open_storage` therefore builds the
+``RDBStorage`` under a lock when the schema is not complete yet (:func:`schema_ready`; opening
+an existing schema takes no lock): a PostgreSQL advisory lock (:data:`SCHEMA_LOCK_KEY`), a file lock
+next to an SQLite file, and for other databases retries on the integrity or programming error
+a lost race raises (:data:`SCHEMA_RETRIES`).
+
 Credentials in a storage URL are never written to the run folder: :func:`redact` replaces the
 password with ``***`` and resume takes the real URL from ``--storage`` or ``NAS_ATTN_STORAGE``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +37,8 @@ from nas_attn.errors import ConfigError
 DB_NAME = "study.db"
 ENV_STORAGE = "NAS_ATTN_STORAGE"
 SQLITE_TIMEOUT_S = 60
+SCHEMA_LOCK_KEY = 0x6E61735F61  # PostgreSQL advisory lock held while Optuna creates its schema
+SCHEMA_RETRIES = 5  # other databases: attempts when a concurrent driver wins the schema race
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
            "mysql+pymysql")
 
@@ -56,20 +71,111 @@ def validate_url(url: str) -> str:
 
 
 def open_storage(url: str) -> Any:
-    """An ``optuna.storages.RDBStorage`` for ``url`` (SQLite gets a long lock timeout)."""
+    """An ``optuna.storages.RDBStorage`` for ``url`` (SQLite gets a long lock timeout), its
+    schema created under a lock when the database is new (see the module docstring)."""
     import optuna
 
     validate_url(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    def create() -> Any:
+        return _create_with_retries(
+            lambda: optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs))
+
     try:
-        return optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs)
+        if not schema_ready(with_driver(url), kwargs):
+            with schema_lock(with_driver(url)):
+                if not schema_ready(with_driver(url), kwargs):  # still not: this one creates
+                    return create()
+        return create()  # outside the lock: drivers opening an existing schema run in parallel
     except ImportError as e:
         raise ConfigError("--storage", redact(url), f"database driver missing ({e}); "
                           "for PostgreSQL install nas-attn[postgres]") from None
     except Exception as e:  # connection refused, bad credentials, ...
         raise ConfigError("--storage", redact(url), f"cannot open the storage: {e}") from None
+
+
+def _create_with_retries(create: Any, attempts: int = SCHEMA_RETRIES) -> Any:
+    """``create()``, again after a short random pause when it lost a schema-creation race (an
+    integrity or programming error from SQLAlchemy); the last error is raised."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def schema_ready(url: str, engine_kwargs: dict[str, Any]) -> bool:
+    """Whether Optuna's schema is complete in ``url``'s database: alembic's revision, the last
+    thing ``RDBStorage`` writes when it creates the schema, is stamped."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **engine_kwargs)
+    try:
+        with engine.connect() as con:
+            if not sqlalchemy.inspect(con).has_table("alembic_version"):
+                return False
+            n = con.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar()
+            return bool(n)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Serialise schema creation across processes: a PostgreSQL advisory lock (released with
+    its connection), ``flock`` on ``<file>.lock`` beside an SQLite file, nothing otherwise."""
+    scheme = urlsplit(url).scheme
+    if scheme.startswith("postgresql"):
+        with _pg_advisory_lock(url):
+            yield
+        return
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str) -> Iterator[None]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            con.commit()
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                            {"k": SCHEMA_LOCK_KEY})
+                con.commit()
+    finally:
+        engine.dispose()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an ``sqlite:///PATH`` URL (pure); None for in-memory or other databases."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 def with_driver(url: str) -> str:

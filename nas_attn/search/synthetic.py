@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas_attn.errors import ConfigError
 from nas_attn.search.searcher import Proposal
 
 FAULTS = ("raise", "nan", "missing", "oom", "short")
+METRICS = ("val_accuracy", "flops", "params")  # what a synthetic trial reports (objectives)
 EVALUATOR = "nas_attn.search.synthetic:evaluate"
 
 
@@ -36,6 +38,11 @@ class SyntheticProblem:
     faults: Mapping[int, str] = field(default_factory=dict)
     epoch_seconds: float = 0.0
     max_flops: float | None = None  # proposals above it are over budget
+
+    def __post_init__(self) -> None:
+        for k, v in self.faults.items():
+            if v not in FAULTS:
+                raise ConfigError(f"synthetic.faults.{k}", v, "unknown fault", FAULTS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"choices": self.choices, "epochs": self.epochs,
