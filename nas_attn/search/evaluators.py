@@ -7,7 +7,8 @@ training at once. ``train.threads`` defaults to the trial's ``cpus_per_trial``.
 Checkpoints: when a trial has trained its full epoch budget, its final weights are written to
 ``RUN_DIR/checkpoints/<spec_hash>-s<seed>.safetensors`` (the folder comes from the trainable's
 ``_trial`` context, see :mod:`nas_attn.search.trainable`), so ``nas-attn export`` needs no
-retraining. ``keep_checkpoints: false`` in the evaluator settings turns this off. The write is
+retraining. ``train.device: auto`` follows the trial's GPU share (CPU without one, see
+:func:`~nas_attn.search.trainable.trial_device`). ``keep_checkpoints: false`` in the evaluator settings turns this off. The write is
 atomic (temporary file + rename) and a failure to write only logs a warning: a full disk must
 not turn a trained trial into a failed one (export then retrains it). Cost: one safetensors
 write of the state dict per COMPLETE trial, after the last report.
@@ -32,7 +33,13 @@ from typing import Any
 
 from nas_attn.files import write_atomically
 from nas_attn.search.fingerprint import canonical_json
-from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name, state_name, worker_cache
+from nas_attn.search.trainable import (
+    TRIAL_KEY,
+    checkpoint_name,
+    state_name,
+    trial_device,
+    worker_cache,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "nas-attn-checkpoint"
@@ -113,6 +120,7 @@ def train_and_report(spec: dict, settings: dict,
     data_cfg = dict(settings["data"])
     bundle = worker_cache("data:" + canonical_json(data_cfg), lambda: load_dataset(data_cfg))
     train = dict(settings["train"])
+    train["device"] = trial_device(train.get("device", "auto"), settings.get("gpus_per_trial"))
     if train.get("threads") is None and settings.get("cpus_per_trial"):
         train["threads"] = max(1, int(settings["cpus_per_trial"]))
     cfg = TrainConfig(**train)
