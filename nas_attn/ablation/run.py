@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 VAL_EVALUATOR = "nas_attn.search.evaluators:train_and_report"
 TEST_EVALUATOR = "nas_attn.ablation.run:train_and_report_test"
 FINGERPRINT_ATTR = "ablation_fingerprint"
-_METRIC_ATTRS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "images_per_s")
+_METRIC_ATTRS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "images_per_s",
+                 "gpu_peak_mb")
 
 
 @dataclass(frozen=True)

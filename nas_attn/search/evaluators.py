@@ -7,7 +7,8 @@ training at once. ``train.threads`` defaults to the trial's ``cpus_per_trial``.
 Checkpoints: when a trial has trained its full epoch budget, its final weights are written to
 ``RUN_DIR/checkpoints/<spec_hash>-s<seed>.safetensors`` (the folder comes from the trainable's
 ``_trial`` context, see :mod:`nas_attn.search.trainable`), so ``nas-attn export`` needs no
-retraining. ``train.device: auto`` follows the trial's GPU share (CPU without one, see
+retraining. On a GPU every report carries ``gpu_peak_mb`` (``torch.cuda.max_memory_allocated``
+since the trial started). ``train.device: auto`` follows the trial's GPU share (CPU without one, see
 :func:`~nas_attn.search.trainable.trial_device`). ``keep_checkpoints: false`` in the evaluator settings turns this off. The write is
 atomic (temporary file + rename) and a failure to write only logs a warning: a full disk must
 not turn a trained trial into a failed one (export then retrains it). Cost: one safetensors
@@ -43,6 +44,7 @@ from nas_attn.search.trainable import (
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "nas-attn-checkpoint"
+GPU_PEAK_KEY = "gpu_peak_mb"  # torch.cuda.max_memory_allocated of the trial, reported per epoch
 
 
 def checkpoint_metadata(spec_hash: str, seed: int, epochs: int, val_accuracy: float
@@ -109,6 +111,16 @@ def _write_state(path: Path, state: Mapping[str, Any]) -> None:
         log.warning("could not keep the training state %s: %s: %s", path, type(e).__name__, e)
 
 
+def _reset_gpu_peak() -> bool:
+    """Start this trial's GPU memory peak afresh; False when the worker has no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
 def train_and_report(spec: dict, settings: dict,
                      report_epoch: Callable[[Mapping[str, Any]], None]) -> None:
     """Train with the study's data and training settings, reporting every epoch. With
@@ -130,12 +142,18 @@ def train_and_report(spec: dict, settings: dict,
     start = int(trial.get("resume_epoch") or 0)
     state_path = _state_file(trial, cfg.seed)
 
+    cuda = _reset_gpu_peak()
+
     def callback(r: Any) -> bool:
         if r.epoch <= start:  # retrained because the state was not there: reported already
             return True
         metrics = {"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
                    "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
                    "images_per_s": r.images_per_s}
+        if cuda:  # this trial's peak so far (the worker process is reused across trials)
+            import torch
+
+            metrics[GPU_PEAK_KEY] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         if with_test and r.epoch == cfg.epochs:
             last.update(metrics)  # reported below, with the test accuracy
         else:

@@ -413,7 +413,7 @@ class AskTellSearcher(TrialBookkeeping):
         if p.curve:  # per-epoch values, the format of the Optuna pruner (read by the dashboard)
             attrs[INTERMEDIATE] = {**self._earlier_curve(h, p), **p.curve}
         if p.last_result:
-            for k in ("images_per_s", "train_loss", "val_loss"):
+            for k in ("images_per_s", "train_loss", "val_loss", "gpu_peak_mb"):
                 v = p.last_result.get(k)
                 if is_finite_number(v):
                     attrs[k] = float(v)
