@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one broken step must not lose the others' figures
             report["steps"][name] = {"error": f"{type(e).__name__}: {e}"}
         report["steps"][name]["seconds"] = round(time.monotonic() - s, 1)
+        _free()  # what a step kept cached on the GPU is not there for the next one's trials
     report["total_s"] = round(time.monotonic() - t0, 1)
     out = args.out or ROOT / "benchmarks/gpu/results" / (
         f"gpu-check-{time.strftime('%Y%m%d-%H%M%S')}{'-smoke' if args.cpu_smoke else ''}.json")
@@ -103,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written: {out}")
     bad = [n for n, s in report["steps"].items() if "error" in s or s.get("failed")]
     return 1 if bad else 0
+
+
+def _free() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # -- the machine and the data -------------------------------------------------------------------
