@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.stamp-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -54,6 +54,13 @@ bench: venv
 	$(PY) benchmarks/bench_quickstart_memory.py
 	RAY_AUTH_MODE=disabled $(PY) benchmarks/bench_promotion.py --trials 40
 	$(PY) benchmarks/tabular/replay.py --reps 20 --trials 300 --workers 2 --es 3,1 2,4 --gp-reps 0
+
+# The GPU check (benchmarks/gpu/): CUDA tests, train_spec against a bare loop, a real search at
+# 1/2/4/8 trials per GPU, time per epoch at 50,000 images; at most 8 minutes on one GPU, one
+# JSON file in benchmarks/gpu/results/. It needs no venv: on a GPU machine it uses the
+# preinstalled torch and the wheels of benchmarks/gpu/prepare.sh (.whl/).
+gpu-check:
+	bash benchmarks/gpu/check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -163,7 +163,7 @@ def test_local_runtime_listens_on_loopback_only():
     127.0.0.1 and no Ray process of it listens on any other interface."""
     import ray
 
-    from nas_attn.search.runner import start_ray
+    from nas_attn.search.execution import start_ray
 
     assert not ray.is_initialized()
     assert start_ray(None, 1, True)

@@ -6,9 +6,9 @@ done, which is what paired statistics need). Every job trains its arm with
 the data order and augmentation (its own generator) from that one seed, so every arm sees the
 same initial random stream, batches and augmentation per seed: a paired design.
 
-Execution reuses the search runner: one Ray Tune ``Tuner`` with ``reuse_actors=True`` runs the
-runner's trainable (:func:`nas_attn.search.trainable.run_trial`, so the dataset stays resident
-in each worker and bad results become typed failures) with the search's default evaluator
+Execution is the search's (:mod:`nas_attn.search.execution`): one Ray Tune ``Tuner`` with
+``reuse_actors=True`` runs the runner's trainable (:func:`nas_attn.search.trainable.run_trial`,
+so the dataset stays resident in each worker and bad results become typed failures) with the search's default evaluator
 (:func:`nas_attn.search.evaluators.train_and_report`; :func:`train_and_report_test` when the
 test accuracy is reported). Proposals come from :class:`JobSearcher`, a Ray ``Searcher`` that
 hands out the fixed job list and records each job as one Optuna trial (user attrs ``job``,
@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +37,7 @@ from ray.tune.search import Searcher
 
 from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
+from nas_attn.files import write_atomically
 from nas_attn.objectives import Objective, is_finite_number, name_metrics
 from nas_attn.search.outcome import COMPLETE, FAIL, Outcome
 from nas_attn.search.ownership import ask_owned
@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 VAL_EVALUATOR = "nas_attn.search.evaluators:train_and_report"
 TEST_EVALUATOR = "nas_attn.ablation.run:train_and_report_test"
 FINGERPRINT_ATTR = "ablation_fingerprint"
-_METRIC_ATTRS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "images_per_s")
+_METRIC_ATTRS = ("val_accuracy", "test_accuracy", "val_loss", "train_loss", "images_per_s",
+                 "gpu_peak_mb")
 
 
 @dataclass(frozen=True)
@@ -152,24 +153,10 @@ class JobSearcher(TrialBookkeeping):
         self.objectives = (Objective(metric, "maximize"),)
         self.epochs = epochs
         self.costs = dict(costs or {})
-        self.issued = 0
         self.finished: list[tuple[Job, str]] = []
 
-    def __getstate__(self) -> dict[str, Any]:  # Ray pickles searchers for Tuner.restore
-        return {"run_id": self.run_id, "detached": True}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w", encoding="utf-8") as fh:
-            json.dump({"run_id": self.run_id, "note": "state lives in the Optuna storage"}, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        raise NotImplementedError("ablations resume from the Optuna storage (--resume)")
-
-    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
-        return True
+    def unfinished(self) -> bool:
+        return bool(self.queue) or super().unfinished()
 
     # -- Ray Searcher API ---------------------------------------------------------------------
 
@@ -287,9 +274,11 @@ def _yaml_doc(cfg: AblationConfig, design: Design, jobs: Sequence[Job],
 
 
 def run_ablation(cfg: AblationConfig, out: Path | None = None, address: str | None = None,
-                 num_cpus: int | None = None, quiet: bool = False, console: Any = None
-                 ) -> AblationSummary:
-    """Start a new ablation run in ``out`` (default ``runs/<name>-<timestamp>``)."""
+                 num_cpus: int | None = None, quiet: bool = False, console: Any = None,
+                 num_gpus: float | None = None) -> AblationSummary:
+    """Start a new ablation run in ``out`` (default ``runs/<name>-<timestamp>``); a local
+    runtime gets ``num_cpus`` CPUs and ``num_gpus`` (logical) GPUs."""
+    from nas_attn.search import execution as ex
     from nas_attn.search import run_dir as rd
     from nas_attn.search import storage as st
 
@@ -299,6 +288,7 @@ def run_ablation(cfg: AblationConfig, out: Path | None = None, address: str | No
                           f"nas-attn ablate --resume {run_dir}, or pick another folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError("--out", str(run_dir), "exists and is not empty")
+    ex.preflight(resources(cfg), address, num_cpus, num_gpus)  # before anything is written
     design = cfg.make_design()
     jobs = make_jobs(design, cfg.seeds)
     costs = arm_costs(design, cfg.input_size())
@@ -314,12 +304,12 @@ def run_ablation(cfg: AblationConfig, out: Path | None = None, address: str | No
     _write_yaml(run_dir / ABLATION_YAML, _yaml_doc(cfg, design, jobs, costs))
     study = _open_study(run_dir, cfg.name, fp, cfg.metric)
     return _run(cfg, design, jobs, costs, study, run_dir, info, address, num_cpus, quiet,
-                console, retry_failed=False)
+                console, retry_failed=False, num_gpus=num_gpus)
 
 
 def resume_ablation(run_dir: Path, address: str | None = None, num_cpus: int | None = None,
-                    quiet: bool = False, console: Any = None, retry_failed: bool = False
-                    ) -> AblationSummary:
+                    quiet: bool = False, console: Any = None, retry_failed: bool = False,
+                    num_gpus: float | None = None) -> AblationSummary:
     """Finish an interrupted ablation from its folder (finished jobs are skipped)."""
 
     run_dir = Path(run_dir)
@@ -334,15 +324,14 @@ def resume_ablation(run_dir: Path, address: str | None = None, num_cpus: int | N
     costs = arm_costs(design, cfg.input_size())
     study = _open_study(run_dir, info["study_name"], fingerprint(cfg, jobs), cfg.metric)
     return _run(cfg, design, jobs, costs, study, run_dir, info, address, num_cpus, quiet,
-                console, retry_failed=retry_failed)
+                console, retry_failed=retry_failed, num_gpus=num_gpus)
 
 
 def _write_yaml(path: Path, doc: Mapping[str, Any]) -> None:
     import yaml
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False))
-    os.replace(tmp, path)
+    text = yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False)
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _progress(console: Any, total: int, done: int) -> Callable[[str, Mapping[str, Any]], None]:
@@ -361,39 +350,44 @@ def _progress(console: Any, total: int, done: int) -> Callable[[str, Mapping[str
 
 
 def _execute(cfg: AblationConfig, todo: Sequence[Job], costs: Mapping[str, Any], study: Any,
-             run_dir: Path, run_id: str, on_event: Any) -> tuple[JobSearcher, bool]:
-    from ray import tune
+             run_dir: Path, run_id: str, on_event: Any,
+             info: dict[str, Any] | None = None) -> tuple[JobSearcher, bool]:
+    from nas_attn.search import execution as ex
 
-    from nas_attn.search import runner
-    from nas_attn.search.setup import SearchOptions
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     searcher = JobSearcher(study, todo, run_id, cfg.metric, cfg.epochs, costs, on_event)
+    share = {"cpus_per_trial": cfg.cpus_per_trial, "gpus_per_trial": cfg.gpus_per_trial}
     settings = {"evaluator": TEST_EVALUATOR if cfg.report == "test" else VAL_EVALUATOR,
-                "epochs": cfg.epochs, "cpus_per_trial": cfg.cpus_per_trial,
+                "epochs": cfg.epochs, **share,
                 "checkpoint_dir": None,  # no weights kept: an ablation measures, exports nothing
-                "evaluate": {"data": dict(cfg.data), "train": dict(cfg.train),
-                             "cpus_per_trial": cfg.cpus_per_trial}}
-    opts = SearchOptions(trials=len(todo), sampler="grid", max_concurrent=cfg.max_concurrent,
-                         cpus_per_trial=cfg.cpus_per_trial, gpus_per_trial=cfg.gpus_per_trial)
-    trainable = tune.with_resources(tune.with_parameters(run_job, settings=settings),
-                                    {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
-    tuner = runner.make_tuner(trainable, searcher, run_dir,
-                              min(len(todo), runner._max_concurrent(opts)),
-                              [runner._error_relay(searcher)])
-    interrupted = runner.fit_quietly(tuner)
-    interrupted = interrupted or bool(searcher.queue) or bool(searcher._pending)
-    searcher.flush(interrupted)
+                "evaluate": {"data": dict(cfg.data), "train": dict(cfg.train), **share}}
+
+    def record(resources: dict[str, Any]) -> None:
+        if info is not None:
+            from nas_attn.search import run_dir as rd
+
+            info["resources"] = resources
+            rd.write_json(run_dir / ABLATION_JSON, info)
+
+    interrupted = ex.run_segment(run_job, settings, searcher, run_dir, resources(cfg),
+                                 jobs=len(todo), on_resources=record)
     return searcher, interrupted
+
+
+def resources(cfg: AblationConfig) -> Any:
+    """What one job asks Ray for (:class:`nas_attn.search.execution.TrialResources`)."""
+    from nas_attn.search import execution as ex
+
+    return ex.TrialResources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.max_concurrent)
 
 
 def _run(cfg: AblationConfig, design: Design, jobs: Sequence[Job],
          costs: Mapping[str, Mapping[str, float]], study: Any, run_dir: Path,
          info: dict[str, Any], address: str | None, num_cpus: int | None, quiet: bool,
-         console: Any, retry_failed: bool) -> AblationSummary:
+         console: Any, retry_failed: bool, num_gpus: float | None = None) -> AblationSummary:
     from nas_attn.ablation.outputs import write_outputs
+    from nas_attn.search import execution as ex
     from nas_attn.search import run_dir as rd
-    from nas_attn.search.runner import ray_runtime, reconcile
+    from nas_attn.search.runner import reconcile
 
     run_id = info["run_id"]
     reconcile(study, run_id)
@@ -405,13 +399,17 @@ def _run(cfg: AblationConfig, design: Design, jobs: Sequence[Job],
                       f"{len(todo)}", highlight=False)
     try:
         if todo:
-            with ray_runtime(address, num_cpus, quiet):
+            with ex.ray_runtime(address, num_cpus, quiet, num_gpus):
                 on_event = _progress(None if quiet else console, len(jobs), len(done))
-                _, interrupted = _execute(cfg, todo, costs, study, run_dir, run_id, on_event)
+                _, interrupted = _execute(cfg, todo, costs, study, run_dir, run_id, on_event,
+                                          info)
             if interrupted:
                 status = "interrupted"
     except KeyboardInterrupt:
         status = "interrupted"
+    except ConfigError:  # refused before any job (a cluster without the resources asked)
+        status = "refused"
+        raise
     finally:
         rd.write_ended(run_dir / ABLATION_JSON, info, status)
     report = write_outputs(run_dir, cfg, design, study, run_id)

@@ -139,6 +139,9 @@ def ablate_cmd(
     address: Annotated[str | None, typer.Option(
         "--address", help="join a Ray cluster (default: a local runtime on 127.0.0.1)")] = None,
     num_cpus: Annotated[int | None, typer.Option("--num-cpus")] = None,
+    num_gpus: Annotated[float | None, typer.Option(
+        "--num-gpus", help="GPUs of the local Ray runtime (logical GPUs need no device)")]
+    = None,
     max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
     cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial")] = None,
     gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial")] = None,
@@ -159,7 +162,7 @@ def ablate_cmd(
         from nas_attn.ablation.run import resume_ablation
 
         s = resume_ablation(resume, address=address, num_cpus=num_cpus, quiet=quiet,
-                            console=err_console, retry_failed=retry_failed)
+                            console=err_console, retry_failed=retry_failed, num_gpus=num_gpus)
         _print_summary(s, quiet)
         if s.status == "interrupted":
             raise SystemExit(130)
@@ -190,7 +193,7 @@ def ablate_cmd(
     from nas_attn.ablation.run import run_ablation
 
     s = run_ablation(cfg, out=out, address=address, num_cpus=num_cpus, quiet=quiet,
-                     console=err_console)
+                     console=err_console, num_gpus=num_gpus)
     _print_summary(s, quiet)
     if s.status == "interrupted":
         raise SystemExit(130)

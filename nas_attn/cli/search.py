@@ -86,6 +86,12 @@ def search_cmd(
         "--out", help="run folder (default runs/<study>-<timestamp>)")] = None,
     num_cpus: Annotated[int | None, typer.Option(
         "--num-cpus", help="CPUs of the local Ray runtime (default: all)")] = None,
+    num_gpus: Annotated[float | None, typer.Option(
+        "--num-gpus", help="GPUs of the local Ray runtime (default: the CUDA devices seen; "
+        "logical GPUs need no device)")] = None,
+    gpu_memory_gb: Annotated[float | None, typer.Option(
+        "--gpu-memory-gb", help="memory of one GPU for packing trials (default: the first "
+        "CUDA device's)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
 ) -> None:
     """Search a study: Optuna proposes, Ray Tune trains, results go to a run folder."""
@@ -95,10 +101,10 @@ def search_cmd(
     overrides = {"trials": trials, "sampler": sampler, "seed": seed,
                  "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                  "max_concurrent": max_concurrent, "startup_trials": startup_trials,
-                 "learn_from_pruned": learn_from_pruned}
+                 "learn_from_pruned": learn_from_pruned, "gpu_memory_gb": gpu_memory_gb}
     setup = setup_from_study_file(study, overrides)
     s = run_search(setup, out=out, storage_url=storage, address=address, quiet=quiet,
-                   num_cpus=num_cpus, console=err_console)
+                   num_cpus=num_cpus, console=err_console, num_gpus=num_gpus)
     _summary(s, quiet)
     _exit(s)
 
@@ -111,6 +117,7 @@ def resume_cmd(
         "--storage", help="storage URL when the run's had a password (never stored)",
         envvar="NAS_ATTN_STORAGE")] = None,
     num_cpus: Annotated[int | None, typer.Option("--num-cpus")] = None,
+    num_gpus: Annotated[float | None, typer.Option("--num-gpus")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Finish an interrupted search (Ctrl-C, kill -9): orphans are reconciled, finished trials
@@ -118,6 +125,6 @@ def resume_cmd(
     from nas_attn.search.runner import resume_run
 
     s = resume_run(run_dir, storage_url=storage, address=address, quiet=quiet,
-                   num_cpus=num_cpus, console=err_console)
+                   num_cpus=num_cpus, console=err_console, num_gpus=num_gpus)
     _summary(s, quiet)
     _exit(s)

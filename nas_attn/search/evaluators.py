@@ -7,7 +7,9 @@ training at once. ``train.threads`` defaults to the trial's ``cpus_per_trial``.
 Checkpoints: when a trial has trained its full epoch budget, its final weights are written to
 ``RUN_DIR/checkpoints/<spec_hash>-s<seed>.safetensors`` (the folder comes from the trainable's
 ``_trial`` context, see :mod:`nas_attn.search.trainable`), so ``nas-attn export`` needs no
-retraining. ``keep_checkpoints: false`` in the evaluator settings turns this off. The write is
+retraining. On a GPU every report carries ``gpu_peak_mb`` (``torch.cuda.max_memory_allocated``
+since the trial started). ``train.device: auto`` follows the trial's GPU share (CPU without one, see
+:func:`~nas_attn.search.trainable.trial_device`). ``keep_checkpoints: false`` in the evaluator settings turns this off. The write is
 atomic (temporary file + rename) and a failure to write only logs a warning: a full disk must
 not turn a trained trial into a failed one (export then retrains it). Cost: one safetensors
 write of the state dict per COMPLETE trial, after the last report.
@@ -32,10 +34,17 @@ from typing import Any
 
 from nas_attn.files import write_atomically
 from nas_attn.search.fingerprint import canonical_json
-from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name, state_name, worker_cache
+from nas_attn.search.trainable import (
+    TRIAL_KEY,
+    checkpoint_name,
+    state_name,
+    trial_device,
+    worker_cache,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "nas-attn-checkpoint"
+GPU_PEAK_KEY = "gpu_peak_mb"  # torch.cuda.max_memory_allocated of the trial, reported per epoch
 
 
 def checkpoint_metadata(spec_hash: str, seed: int, epochs: int, val_accuracy: float
@@ -102,6 +111,16 @@ def _write_state(path: Path, state: Mapping[str, Any]) -> None:
         log.warning("could not keep the training state %s: %s: %s", path, type(e).__name__, e)
 
 
+def _reset_gpu_peak() -> bool:
+    """Start this trial's GPU memory peak afresh; False when the worker has no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
 def train_and_report(spec: dict, settings: dict,
                      report_epoch: Callable[[Mapping[str, Any]], None]) -> None:
     """Train with the study's data and training settings, reporting every epoch. With
@@ -113,6 +132,7 @@ def train_and_report(spec: dict, settings: dict,
     data_cfg = dict(settings["data"])
     bundle = worker_cache("data:" + canonical_json(data_cfg), lambda: load_dataset(data_cfg))
     train = dict(settings["train"])
+    train["device"] = trial_device(train.get("device", "auto"), settings.get("gpus_per_trial"))
     if train.get("threads") is None and settings.get("cpus_per_trial"):
         train["threads"] = max(1, int(settings["cpus_per_trial"]))
     cfg = TrainConfig(**train)
@@ -122,12 +142,18 @@ def train_and_report(spec: dict, settings: dict,
     start = int(trial.get("resume_epoch") or 0)
     state_path = _state_file(trial, cfg.seed)
 
+    cuda = _reset_gpu_peak()
+
     def callback(r: Any) -> bool:
         if r.epoch <= start:  # retrained because the state was not there: reported already
             return True
         metrics = {"val_accuracy": r.val_accuracy, "val_loss": r.val_loss,
                    "train_loss": r.train_loss, "elapsed_s": r.elapsed_s,
                    "images_per_s": r.images_per_s}
+        if cuda:  # this trial's peak so far (the worker process is reused across trials)
+            import torch
+
+            metrics[GPU_PEAK_KEY] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         if with_test and r.epoch == cfg.epochs:
             last.update(metrics)  # reported below, with the test accuracy
         else:

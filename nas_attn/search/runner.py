@@ -18,19 +18,17 @@ A SIGINT (Ctrl-C) lets Ray end the segment; trials still running are told FAIL `
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
 from nas_attn.objectives import name_metrics
+from nas_attn.search import execution as ex
 from nas_attn.search import fingerprint as fp
 from nas_attn.search import run_dir as rd
 from nas_attn.search import run_lock
@@ -177,157 +175,6 @@ def counted(study: Any, run_id: str) -> int:
                if t.user_attrs.get("run_id") == run_id and is_counted(t))
 
 
-# -- Ray --------------------------------------------------------------------------------------
-
-
-def start_ray(address: str | None, num_cpus: int | None, quiet: bool) -> bool:
-    """Join ``address`` or start a local runtime on 127.0.0.1; True when this call started Ray.
-
-    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's routable address (it assumes
-    other nodes may join) and then listens on every interface. Its switch for one-machine
-    runtimes (``ray_constants.ENABLE_RAY_CLUSTER``, read when ``ray.init`` resolves the node
-    address) makes it keep 127.0.0.1: the GCS, the raylet and the workers then listen on
-    loopback only. It is set for the ``ray.init`` call and restored after it.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        return True
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only runtime of our own
-    # Ray Tune runs every trial in a new thread of a reused worker; with glibc's default of up
-    # to 8 malloc arenas per core each new thread may get a fresh arena, and freed training
-    # memory then stays mapped: a worker grew from ~0.75 to ~1.5 GiB over 12 quickstart
-    # trials. Two arenas keep it flat (measured: ~0.75 GiB after 12 trials). Inherited by the
-    # raylet and its workers; a value the user set is kept.
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    with _loopback_only():
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    return True
-
-
-@contextlib.contextmanager
-def ray_runtime(address: str | None, num_cpus: int | None, quiet: bool) -> Iterator[None]:
-    """:func:`start_ray` for the block; shuts Ray down afterwards if this call started it."""
-    started = start_ray(address, num_cpus, quiet)
-    try:
-        yield
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-
-
-@contextlib.contextmanager
-def _loopback_only() -> Iterator[None]:
-    try:
-        from ray._private import ray_constants
-    except ImportError:
-        ray_constants = None
-    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):  # Ray's default binding applies
-        yield
-        return
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
-
-
-def _error_relay(searcher: Any) -> Any:
-    from ray.tune import Callback
-
-    from nas_attn.search.outcome import reason_of
-
-    class ErrorRelay(Callback):
-        """Hands a failed Ray trial's exception (its fail reason) to the searcher."""
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            exc = _trial_exception(trial)
-            reason, message = reason_of(exc)
-            searcher.resolve_error(trial.trial_id, reason, message)
-
-    return ErrorRelay()
-
-
-def _node_recorder(searcher: Any) -> Any:
-    from ray.tune import Callback
-
-    class NodeRecorder(Callback):
-        """Records on which Ray node (id and IP) each trial ran: user attrs ``node_id`` and
-        ``node_ip``, read from the GCS actor table at the trial's first result (driver side,
-        no extra work in the worker)."""
-
-        def __init__(self) -> None:
-            self.seen: set[str] = set()
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            if trial.trial_id in self.seen:
-                return
-            self.seen.add(trial.trial_id)
-            pending = searcher._pending.get(trial.trial_id)
-            where = _actor_node(trial)
-            if pending is None or where is None:
-                return
-            try:
-                pending.trial.set_user_attr("node_id", where[0])
-                pending.trial.set_user_attr("node_ip", where[1])
-            except Exception:  # bookkeeping only: never abort the search for it
-                log.debug("could not record the node of trial %s", trial.trial_id)
-
-    return NodeRecorder()
-
-
-def _actor_node(trial: Any) -> tuple[str, str] | None:
-    """(node id, node IP) of the actor running a Ray Tune trial, or None when unknown."""
-    try:
-        from ray._private import state
-
-        actor = trial.temporary_state.ray_actor
-        info = state.actors(actor._actor_id.hex())
-        address = info.get("Address") or {}
-        return str(address["NodeID"]), str(address.get("IPAddress", ""))
-    except Exception:
-        return None
-
-
-def _trial_exception(trial: Any) -> BaseException | None:
-    """The exception a Ray trial failed with (the local pickled copy Ray writes first)."""
-    from ray import cloudpickle
-
-    for path in (getattr(trial, "pickled_error_file", None),):
-        if path and os.path.exists(path):
-            try:
-                with open(path, "rb") as fh:
-                    return cloudpickle.load(fh)
-            except Exception:
-                pass
-    try:
-        return trial.get_pickled_error()
-    except Exception:
-        return None
-
-
-def _max_concurrent(options: SearchOptions) -> int:
-    import ray
-
-    if options.max_concurrent:
-        return options.max_concurrent
-    cpus = ray.cluster_resources().get("CPU", 1)
-    by_cpu = max(1, math.floor(cpus / options.cpus_per_trial))
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if options.gpus_per_trial > 0:
-        by_cpu = min(by_cpu, max(1, math.floor(gpus / options.gpus_per_trial)))
-    return by_cpu
-
-
 def _halving(setup: SearchSetup) -> Any:
     """The early-stopping rule of ``setup``, or None when there is none (disabled, or no
     accuracy and cost objective to rank by)."""
@@ -354,101 +201,50 @@ def _scheduler(setup: SearchSetup, cfg: Any) -> Any:
                                   time_attr="epoch", directions=(acc.direction, cost.direction))
 
 
-def make_tuner(trainable: Any, searcher: Any, run_dir: Path, max_concurrent: int,
-               callbacks: list[Any], scheduler: Any = None) -> Any:
-    """The Tuner of one run segment, shared by the search and the ablation runner: reused
-    actors, trials under ``run_dir/ray/segment-<time>-<id>/trial_<id>``, no retries (a failure
-    is recorded with its reason, not retried), one checkpoint kept."""
-    from ray import tune
-
-    segment = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=-1,
-            max_concurrent_trials=max_concurrent, reuse_actors=True,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-        run_config=tune.RunConfig(
-            name=f"segment-{segment}", storage_path=str((run_dir / "ray").resolve()),
-            verbose=0, callbacks=callbacks, log_to_file=True,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
-    )
-
-
-def fit_quietly(tuner: Any) -> bool:
-    """``tuner.fit()`` with Ray's per-failure tracebacks and "Trials did not complete" silenced
-    (the runners record each failure with its reason; tracebacks stay in ray/). True when
-    interrupted by Ctrl-C."""
-    quiet_loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
-    levels = [lg.level for lg in quiet_loggers]
-    try:
-        for lg in quiet_loggers:
-            lg.setLevel(logging.CRITICAL)
-        tuner.fit()
-    except KeyboardInterrupt:
-        return True
-    finally:
-        for lg, level in zip(quiet_loggers, levels, strict=True):
-            lg.setLevel(level)
-    return False
+def _resources(options: SearchOptions) -> ex.TrialResources:
+    return ex.TrialResources(options.cpus_per_trial, options.gpus_per_trial,
+                             options.max_concurrent)
 
 
 def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target: int,
-             quiet: bool, progress: Any, shared: bool = False) -> tuple[Any, bool]:
+             quiet: bool, progress: Any, shared: bool = False,
+             info: dict[str, Any] | None = None) -> tuple[Any, bool]:
     """One Tuner over ``target`` more trials. Returns (searcher, interrupted)."""
-    from ray import tune
-
+    from nas_attn.search.gpu_packing import guard, share_of
     from nas_attn.search.searcher import AskTellSearcher
     from nas_attn.search.trainable import CHECKPOINT_DIR, STATE_DIR, run_trial
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own console reporter, silent below
     opts = setup.options
     halving = _halving(setup)
     promote = bool(halving is not None and halving.promote)
-    searcher = AskTellSearcher(study, setup.propose, setup.objectives, setup.epochs, target,
+    propose = guard(setup.propose, setup.evaluate_settings, opts.gpus_per_trial,
+                    opts.gpu_memory_gb)
+    searcher = AskTellSearcher(study, propose, setup.objectives, setup.epochs, target,
                                run_id, on_event=progress.event if progress else None,
-                               promote=promote)
+                               promote=promote,
+                               done_table=lambda seen: SharedDone(study, seen, shared))
     keep = setup.evaluate_settings.get("keep_checkpoints", True)
+    share = {"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial}
     settings = {"evaluator": setup.evaluator, "epochs": setup.epochs,
                 "checkpoint_dir": str((run_dir / CHECKPOINT_DIR).resolve()) if keep else None,
-                "cpus_per_trial": opts.cpus_per_trial,
-                "evaluate": {**setup.evaluate_settings, "cpus_per_trial": opts.cpus_per_trial}}
+                **share, "evaluate": {**setup.evaluate_settings, **share}}
     if promote:  # stopped trials keep their state at every rung (see evaluators.py)
         settings.update(state_dir=str((run_dir / STATE_DIR).resolve()),
                         save_state_at=halving.rungs())
-    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings), resources)
-    if not isinstance(searcher._done, SharedDone):
-        searcher._done = SharedDone(study, searcher._done, shared)
-    callbacks = [_error_relay(searcher), _node_recorder(searcher)]
-    tuner = make_tuner(trainable, searcher, run_dir, _max_concurrent(opts), callbacks,
-                       _scheduler(setup, halving))
     if progress:
         progress.attach(searcher)
-    interrupted = fit_quietly(tuner)
-    done = searcher.issued >= searcher.target or searcher.stop_reason
-    if not done or searcher._pending:
-        interrupted = True
-        _orphan_pending(searcher)
-    searcher.flush()
-    if searcher._parked or searcher._retry:  # duplicates to retrain that Ray never took
-        interrupted = True
-        _orphan_pending(searcher)
+
+    def record(resources: dict[str, Any]) -> None:
+        if info is not None:
+            info["resources"] = resources
+            rd.write_json(run_dir / rd.RUN_JSON, info)
+
+    resources = _resources(opts)
+    if propose is not setup.propose:  # memory-guarded: each trial asks for its share
+        resources = replace(resources, gpu_share=share_of(opts.gpus_per_trial))
+    interrupted = ex.run_segment(run_trial, settings, searcher, run_dir, resources,
+                                 _scheduler(setup, halving), on_resources=record)
     return searcher, interrupted
-
-
-def _orphan_pending(searcher: Any) -> None:
-    from nas_attn.search.outcome import fail
-
-    for trial_id in list(searcher._pending):
-        p = searcher._pending.pop(trial_id)
-        searcher._tell(p.trial, fail("orphaned", "interrupted before it finished", counts=False))
-    waiting = [t for trials in searcher._parked.values() for t in trials] + searcher._retry
-    for trial, _ in waiting:
-        searcher._tell(trial, fail("orphaned", "interrupted before it finished", counts=False))
-    searcher._parked.clear()
-    searcher._retry.clear()
 
 
 # -- public API -------------------------------------------------------------------------------
@@ -456,8 +252,11 @@ def _orphan_pending(searcher: Any) -> None:
 
 def run_search(setup: SearchSetup, out: Path | None = None, storage_url: str | None = None,
                address: str | None = None, quiet: bool = False, num_cpus: int | None = None,
-               console: Any = None) -> RunSummary:
-    """Start a new run of ``setup`` (a study of the same name in the storage is continued)."""
+               console: Any = None, num_gpus: float | None = None) -> RunSummary:
+    """Start a new run of ``setup`` (a study of the same name in the storage is continued).
+    ``num_cpus``/``num_gpus``: the resources of a local runtime (default: what the machine has;
+    logical GPUs need no device)."""
+    ex.preflight(_resources(setup.options), address, num_cpus, num_gpus)  # before any write
     run_dir = Path(out) if out else rd.default_run_dir(setup.name)
     url = storage_url or st.url_from_env() or st.default_url(run_dir)
     if url == st.default_url(run_dir):  # the storage lives in the run folder
@@ -484,13 +283,13 @@ def run_search(setup: SearchSetup, out: Path | None = None, storage_url: str | N
         }
         rd.write_json(run_dir / rd.RUN_JSON, info)
         rd.write_study_yaml(run_dir, setup.resolved)
-        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
+        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console, num_gpus)
 
 
 def resume_run(run_dir: Path, storage_url: str | None = None, address: str | None = None,
                quiet: bool = False, num_cpus: int | None = None, console: Any = None,
-               setup_factory: Callable[[Mapping[str, Any], Path], SearchSetup] | None = None
-               ) -> RunSummary:
+               setup_factory: Callable[[Mapping[str, Any], Path], SearchSetup] | None = None,
+               num_gpus: float | None = None) -> RunSummary:
     """Finish an interrupted run (Ctrl-C, kill -9, lost machine) from its folder."""
     run_dir = Path(run_dir)
     rd.read_run(run_dir)  # a clear error for a folder that is no run
@@ -506,10 +305,11 @@ def resume_run(run_dir: Path, storage_url: str | None = None, address: str | Non
                                   f"to the run folder; pass it again with --storage or "
                                   f"${st.ENV_STORAGE}")
         setup = (setup_factory or _setup_from_run)(info, run_dir)
+        ex.preflight(_resources(setup.options), address, num_cpus, num_gpus)
         storage = st.open_storage(url)
         sampler = _sampler(setup, setup.options.seed)
         study = open_study(storage, setup, sampler)
-        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console)
+        return _run(setup, study, run_dir, info, address, quiet, num_cpus, console, num_gpus)
 
 
 def _setup_from_run(info: Mapping[str, Any], run_dir: Path) -> SearchSetup:
@@ -523,7 +323,8 @@ def _setup_from_run(info: Mapping[str, Any], run_dir: Path) -> SearchSetup:
 
 
 def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
-         address: str | None, quiet: bool, num_cpus: int | None, console: Any) -> RunSummary:
+         address: str | None, quiet: bool, num_cpus: int | None, console: Any,
+         num_gpus: float | None = None) -> RunSummary:
     from nas_attn.search.progress import Progress
     from nas_attn.search.results import write_trials_table
 
@@ -540,9 +341,9 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     interrupted, stop_reason, error = False, None, None
     try:
         if target > 0:
-            with ray_runtime(address, num_cpus, quiet), progress:
+            with ex.ray_runtime(address, num_cpus, quiet, num_gpus), progress:
                 searcher, interrupted = _execute(setup, study, run_dir, run_id, target, quiet,
-                                                 progress, shared)
+                                                 progress, shared, info)
             stop_reason = searcher.stop_reason
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's handler: SystemExit)
         interrupted = True

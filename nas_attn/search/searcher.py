@@ -155,20 +155,63 @@ class _Pending:
 
 class TrialBookkeeping(Searcher):
     """What every nas-attn Ray searcher does with a trial it handed out: keep its results, tell
-    Optuna the outcome when Ray completes it, wait for the failure reason the runner's error
-    relay brings (``resolve_error``), and at the end of a Tuner run tell every trial still open
-    (``flush``). Subclasses fill ``self._pending`` in ``suggest`` and implement ``_finish``;
-    ``_emit`` passes progress events to ``on_event``."""
+    Optuna the outcome when Ray completes it, wait for the failure reason the error relay of
+    :mod:`nas_attn.search.execution` brings (``resolve_error``), record where it ran
+    (``record_attrs``), and at the end of a Tuner run tell every trial still open (``flush``;
+    ``unfinished`` says whether the run ended early). Subclasses fill ``self._pending`` (values
+    with a ``trial`` and a ``last_result``) in ``suggest`` and implement ``_finish``; ``_emit``
+    passes progress events to ``on_event``. Pickling keeps the run id only: the search state
+    lives in the Optuna storage, and nas-attn never uses ``Tuner.restore``."""
 
     objectives: tuple[Objective, ...]
     epochs: int
+    run_id: str
 
     def __init__(self, on_event: Callable[[str, Mapping[str, Any]], None] | None = None
                  ) -> None:
         super().__init__(metric=None, mode=None)
         self.on_event = on_event
+        self.issued = 0
         self._pending: dict[str, Any] = {}  # ray trial id -> pending trial
         self._errors: dict[str, Any] = {}  # ray trial id -> pending, awaiting a reason
+
+    # -- pickling: Ray pickles the searcher for Tuner.restore, which nas-attn never uses -----
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "detached": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w", encoding="utf-8") as fh:
+            json.dump({"run_id": self.run_id, "issued": self.issued,
+                       "note": "the search state lives in the Optuna storage"}, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError("nas-attn resumes from the Optuna storage "
+                                  "(nas-attn resume, nas-attn ablate --resume)")
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        return True
+
+    # -- for the execution layer ----------------------------------------------------------------
+
+    def unfinished(self) -> bool:
+        """True when trials are still open after the Tuner ended (the run was cut short)."""
+        return bool(self._pending)
+
+    def record_attrs(self, trial_id: str, attrs: Mapping[str, Any]) -> None:
+        """Set user attrs on the Optuna trial of a running Ray trial (bookkeeping only: a
+        storage error is logged, never raised into Ray)."""
+        p = self._pending.get(trial_id)
+        if p is None:
+            return
+        try:
+            for k, v in attrs.items():
+                p.trial.set_user_attr(k, v)
+        except Exception:
+            log.debug("could not record %s on trial %s", sorted(attrs), trial_id)
 
     def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
         if self.on_event is not None:
@@ -229,7 +272,8 @@ class AskTellSearcher(TrialBookkeeping):
     def __init__(self, study: Any, propose: Propose, objectives: Sequence[Objective],
                  epochs: int, target: int, run_id: str,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
-                 promote: bool = False) -> None:
+                 promote: bool = False,
+                 done_table: Callable[[dict[str, Any]], Any] | None = None) -> None:
         super().__init__(on_event)
         self.promote = promote
         self.study = study
@@ -239,38 +283,20 @@ class AskTellSearcher(TrialBookkeeping):
         self.target = target
         self.run_id = run_id
         self.counts = Counts()
-        self.issued = 0
         self.stop_reason: str | None = None
         self._consecutive_skips = 0
         self._in_flight: dict[str, str] = {}  # spec hash -> ray trial id
         self._parked: dict[str, list[tuple[Any, Proposal]]] = {}
         # parked duplicates whose original failed in a way not reused: trained next
         self._retry: list[tuple[Any, Proposal]] = []
-        self._done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
+        done: dict[str, Any] = {}  # spec hash -> FrozenTrial to reuse
         for t in study.get_trials(deepcopy=False):
             if reusable(t) and not t.user_attrs.get("reused"):
-                remember(self._done, t.user_attrs["spec_hash"], t)
-
-    # -- pickling: Ray pickles the searcher for Tuner.restore, which nas-attn never uses -----
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "detached": True}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "w", encoding="utf-8") as fh:
-            json.dump({"run_id": self.run_id, "issued": self.issued, "target": self.target,
-                       "note": "the search state lives in the Optuna storage"}, fh)
-
-    def restore(self, checkpoint_path: str) -> None:
-        raise NotImplementedError("nas-attn resumes from the Optuna storage (nas-attn resume)")
+                remember(done, t.user_attrs["spec_hash"], t)
+        # ``done_table`` wraps the table (the runner's view shared with other drivers)
+        self._done: Any = done_table(done) if done_table is not None else done
 
     # -- Ray Searcher API ---------------------------------------------------------------------
-
-    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
-        return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
         for _ in range(MAX_ASKS_PER_SUGGEST):
@@ -336,6 +362,19 @@ class AskTellSearcher(TrialBookkeeping):
             config["resume_epoch"] = resume
         return config
 
+    def unfinished(self) -> bool:
+        return bool(self._pending or self._retry) or not (self.issued >= self.target
+                                                         or self.stop_reason)
+
+    def flush(self, interrupted: bool = False) -> None:
+        """As the base class; duplicates parked behind a trial that never ended are orphaned."""
+        super().flush(interrupted)
+        waiting = [t for trials in self._parked.values() for t, _ in trials]
+        for trial in [*waiting, *(t for t, _ in self._retry)]:
+            self._tell(trial, fail("orphaned", "interrupted before it finished", counts=False))
+        self._parked.clear()
+        self._retry.clear()
+
     def _resume_epoch(self, earlier: Any) -> int:
         """The epoch a re-proposed architecture resumes after: > 0 only with ``promote`` on and
         an earlier trial stopped early at a rung (PRUNED); 0 otherwise (reuse or train)."""
@@ -395,7 +434,7 @@ class AskTellSearcher(TrialBookkeeping):
         if p.curve:  # per-epoch values, the format of the Optuna pruner (read by the dashboard)
             attrs[INTERMEDIATE] = {**self._earlier_curve(h, p), **p.curve}
         if p.last_result:
-            for k in ("images_per_s", "train_loss", "val_loss"):
+            for k in ("images_per_s", "train_loss", "val_loss", "gpu_peak_mb"):
                 v = p.last_result.get(k)
                 if is_finite_number(v):
                     attrs[k] = float(v)

@@ -29,6 +29,7 @@ class SearchOptions:
     gpus_per_trial: float = 0.0
     startup_trials: int | None = None  # random trials before a tpe/gp model (None: 10)
     learn_from_pruned: bool | None = None  # the tpe/gp model sees PRUNED trials (None: gp)
+    gpu_memory_gb: float | None = None  # one GPU's memory for packing (None: the device's)
 
     def __post_init__(self) -> None:
         from nas_attn.errors import ConfigError
@@ -43,14 +44,21 @@ class SearchOptions:
             raise ConfigError("search.max_concurrent", self.max_concurrent, "must be >= 1")
         if self.cpus_per_trial <= 0:
             raise ConfigError("search.cpus_per_trial", self.cpus_per_trial, "must be > 0")
-        if self.gpus_per_trial < 0:
+        if isinstance(self.gpus_per_trial, bool) or self.gpus_per_trial < 0:
             raise ConfigError("search.gpus_per_trial", self.gpus_per_trial, "must be >= 0")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise ConfigError("search.gpus_per_trial", self.gpus_per_trial,
+                              "a share above one GPU must be a whole number (Ray's rule)",
+                              [int(self.gpus_per_trial), int(self.gpus_per_trial) + 1])
+        if self.gpu_memory_gb is not None and (isinstance(self.gpu_memory_gb, bool)
+                                               or not self.gpu_memory_gb > 0):
+            raise ConfigError("search.gpu_memory_gb", self.gpu_memory_gb, "must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {"trials": self.trials, "sampler": self.sampler, "seed": self.seed,
                 "max_concurrent": self.max_concurrent, "cpus_per_trial": self.cpus_per_trial,
                 "gpus_per_trial": self.gpus_per_trial, "startup_trials": self.startup_trials,
-                "learn_from_pruned": self.learn_from_pruned}
+                "learn_from_pruned": self.learn_from_pruned, "gpu_memory_gb": self.gpu_memory_gb}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,12 @@ before Ray or the scheduler sees it: a missing ``val_accuracy`` raises
 ``TrialError("missing_metric")``, a non-finite one ``NonFiniteLossError``, an evaluator that
 returns before the epoch budget ``TrialError("missing_metric")``. Exceptions that are not
 ``TrialError`` become ``oom`` (MemoryError, torch OOM) or ``error``. The runner reads the reason
-back from the Ray trial's error (see :class:`nas_attn.search.runner.ErrorRelay`).
+back from the Ray trial's error (see :func:`nas_attn.search.execution.error_relay`).
+
+GPU shares: every result carries ``cuda_visible_devices``, the devices Ray gave the trial's
+worker ("" when none), which the driver records per trial. ``train.device: auto`` follows the
+trial's share (:func:`trial_device`): CPU for a trial without a GPU share, even on a machine
+with GPUs, so CPU trials never crowd the GPUs of their neighbours.
 
 Worker reuse and resident data: the runner starts trials with ``reuse_actors=True``, so one
 worker process serves many trials; :func:`worker_cache` keeps objects (the dataset) in that
@@ -41,6 +46,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,16 @@ _CACHE: dict[str, Any] = {}
 CHECKPOINT_DIR = "checkpoints"
 STATE_DIR = "states"  # resumable states of stopped trials (promotion)
 TRIAL_KEY = "_trial"
+PLACEMENT_KEY = "cuda_visible_devices"
+
+
+def trial_device(requested: str, gpus_per_trial: float | None) -> str:
+    """The training device of a trial (pure): ``auto`` becomes ``cpu`` for a trial without a
+    GPU share (``gpus_per_trial`` 0); anything else, and ``auto`` with a share (CUDA when the
+    worker sees it), is kept."""
+    if requested == "auto" and gpus_per_trial is not None and gpus_per_trial <= 0:
+        return "cpu"
+    return requested
 
 
 def checkpoint_name(spec_hash: str, seed: int) -> str:
@@ -169,6 +185,7 @@ def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
         result = check_metrics(metrics, epoch)
         result.update(costs)
         result["spec_hash"] = config["spec_hash"]
+        result[PLACEMENT_KEY] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         state["epoch"] = epoch
         tune.report(result)
 
