@@ -241,14 +241,14 @@ _KNOWN_CLASSES = {"cluttered-digits": 10, "digits": 10, "cifar10": 10, "cifar100
 
 
 def _space(raw: Any, base_dir: Path) -> tuple[Any, str]:
-    from nas_attn.space import SearchSpace, load_space
+    from nas_attn.space import load_space, parse_space
 
     if isinstance(raw, str):
         path = (base_dir / raw) if not Path(raw).is_absolute() else Path(raw)
         return load_space(path), str(path)
     if isinstance(raw, Mapping):
         try:
-            return SearchSpace.from_dict(raw), ""
+            return parse_space(raw), ""
         except ConfigError as e:
             raise type(e)(f"space.{e.field}", e.value, e.reason, e.choices) from None
     raise ConfigError("space", raw, "expected a search-space file path or an inline mapping")

@@ -147,3 +147,17 @@ def _synthetic_from_mapping(raw: Mapping[str, Any], overrides: Mapping[str, Any]
     options = options_for(raw.get("search") or {}, overrides)
     es = dict(raw.get("early_stopping") or {"enabled": False})
     return synthetic_setup(problem, str(raw.get("name") or path.stem), options, es)
+
+
+def setup_from_source(source: Mapping[str, Any], options: SearchOptions, name: str) -> SearchSetup:
+    """Rebuild a setup from ``run.json``'s ``source`` (resume)."""
+    kind = source.get("kind")
+    if kind == "synthetic":
+        from nas_attn.search.synthetic import SyntheticProblem
+
+        objs = tuple(Objective(n, d) for n, d in source["objectives"])
+        return synthetic_setup(SyntheticProblem.from_dict(source["problem"]), name, options,
+                               source.get("early_stopping"), objs)
+    if kind == "study":
+        return setup_from_study_file(source["path"], options)
+    raise ConfigError("run.json:source.kind", kind, "unknown setup kind", ["study", "synthetic"])
