@@ -30,17 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas_attn.backbones import BLOCK_KEYWORDS, DEFAULT_POSITION, POSITIONS, resolve_blocks
 from nas_attn.errors import SpecError
 
 if TYPE_CHECKING:
     from nas_attn.backbones import StageInfo
     from nas_attn.modules import ModuleEntry
 
-DEFAULT_POSITION = "post_bn"
-POSITIONS = ("pre", "mid", "post_bn", "post_add", "identity")
 STAGE_KEYS = ("attention", "position", "blocks", "conv", "fusion")
 SPEC_KEYS = ("backbone", "backbone_args", "num_classes", "in_chans", "stages")
-BLOCK_KEYWORDS = ("all", "first", "last")
 
 
 @dataclass(frozen=True)
@@ -228,25 +226,6 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
 # canonical form and validation
 
 
-def _resolve_blocks(sel: str | tuple[int, ...], n: int, field: str) -> list[int]:
-    if sel == "all":
-        return list(range(n))
-    if sel == "first":
-        return [0]
-    if sel == "last":
-        return [n - 1]
-    out = []
-    for i in sel:
-        j = i + n if i < 0 else i
-        if not 0 <= j < n:
-            raise SpecError(field, i, f"block index out of range for a stage of {n} blocks",
-                            list(range(n)))
-        out.append(j)
-    if len(set(out)) != len(out):
-        raise SpecError(field, list(sel), "duplicate block indices")
-    return sorted(out)
-
-
 def _lookup(name: str, kind: str, field: str) -> ModuleEntry:
     """The registry entry of module ``name``, which must be of ``kind``; SpecError otherwise."""
     from nas_attn.modules import MODULES, module_names
@@ -274,7 +253,7 @@ def _canonical_attention(st: StageSpec, info: StageInfo, si: int, backbone: str
         raise SpecError(f"{f}.position", position,
                         f"{backbone} stage {si} has no blocks with this position", valid)
     n = len(info.blocks)
-    chosen = _resolve_blocks(st.blocks, n, f"{f}.blocks") if st.blocks != "all" else has
+    chosen = resolve_blocks(st.blocks, n, f"{f}.blocks") if st.blocks != "all" else has
     for bi in chosen:
         blk = info.blocks[bi]
         if position not in blk.positions:

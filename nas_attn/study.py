@@ -175,8 +175,8 @@ def load_study(path: str | Path) -> StudyConfig:
 
 def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> StudyConfig:
     """A StudyConfig from a mapping; a ``space`` path is read relative to ``base_dir``."""
+    from nas_attn.config import config_from_mapping
     from nas_attn.data import DataConfig
-    from nas_attn.data._config import config_from_mapping
     from nas_attn.train import TrainConfig
 
     if not isinstance(data, Mapping):
@@ -220,24 +220,21 @@ def space_for_data(space: Any, data: Any) -> Any:
     in_chans = r.in_chans or space.in_chans
     size = r.image_size
     return space.with_data(
-        num_classes=r.num_classes or _KNOWN_CLASSES.get(r.name) or space.num_classes,
+        num_classes=data.known_num_classes() or space.num_classes,
         in_chans=in_chans,
         input_size=(in_chans, size, size) if size else None,
     )
 
 
-_KNOWN_CLASSES = {"cluttered-digits": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
-
-
 def _space(raw: Any, base_dir: Path) -> tuple[Any, str]:
-    from nas_attn.space import SearchSpace, load_space
+    from nas_attn.space import load_space, parse_space
 
     if isinstance(raw, str):
         path = (base_dir / raw) if not Path(raw).is_absolute() else Path(raw)
         return load_space(path), str(path)
     if isinstance(raw, Mapping):
         try:
-            return SearchSpace.from_dict(raw), ""
+            return parse_space(raw), ""
         except ConfigError as e:
             raise type(e)(f"space.{e.field}", e.value, e.reason, e.choices) from None
     raise ConfigError("space", raw, "expected a search-space file path or an inline mapping")

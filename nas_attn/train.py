@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas_attn.data._config import (
+from nas_attn.config import (
     check_bool,
     check_choice,
     check_float,

@@ -7,6 +7,7 @@ import pytest
 
 from nas_attn.ablation.report import to_markdown, write_csv, write_markdown
 from nas_attn.ablation.stats import analyze, cell_means, factorial_effects
+from nas_attn.errors import ConfigError
 from nas_attn.viz.ablation_plots import (
     ForestData,
     InteractionData,
@@ -69,7 +70,7 @@ def test_forest_data_exact(results):
 def test_interaction_data_exact():
     cells = pd.DataFrame({"arm": ["base", "eca", "cbam"], "A": ["se", "eca", "se"],
                           "B": ["p", "p", "q"]})
-    with pytest.raises(Exception, match="every combination"):
+    with pytest.raises(ConfigError, match="every combination"):
         factorial_effects(DATA, cells)
     cells = pd.DataFrame({"arm": ["base", "eca", "cbam", "base"], "A": ["se", "eca", "se", "eca"],
                           "B": ["p", "p", "q", "q"]})

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from nas_attn.arch import (
-    POSITIONS,
     ArchSpec,
     ModuleChoice,
     build_model,
@@ -19,7 +18,7 @@ from nas_attn.arch import (
     parse_spec,
     spec_hash,
 )
-from nas_attn.backbones import get_backbone
+from nas_attn.backbones import POSITIONS, get_backbone
 from nas_attn.errors import ConfigError, SpecError
 from nas_attn.modules import get_module, module_names
 

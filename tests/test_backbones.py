@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas_attn.arch import POSITIONS, build_model, canonicalize
-from nas_attn.backbones import get_backbone, shipped_backbones
+from nas_attn.arch import build_model, canonicalize
+from nas_attn.backbones import POSITIONS, get_backbone, shipped_backbones
 from nas_attn.backbones._net import block_plans, find_zoo_modules
 from nas_attn.modules import MODULES, create_module, module_names
 

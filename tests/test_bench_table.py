@@ -99,9 +99,9 @@ def test_shipped_table_schema(shipped, shipped_name):
 
 def test_shipped_table_covers_its_space(shipped):
     from nas_attn.arch import spec_hash
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
 
-    space = SearchSpace.from_dict(t_space := shipped.meta["space"], "table space")
+    space = parse_space(t_space := shipped.meta["space"], "table space")
     assert t_space["name"] == shipped.meta["name"]
     keys = [params_key(p) for p in space.iter_params()]
     assert sorted(keys) == sorted(params_key(p) for p in shipped.arch_params)
@@ -115,11 +115,11 @@ def test_shipped_entries_retrain_within_seed_noise(shipped):
     with the table within the architecture's seed noise."""
     from nas_attn.cost import profile
     from nas_attn.data import load_dataset
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
     from nas_attn.train import TrainConfig, train_spec
 
     t = shipped
-    space = SearchSpace.from_dict(t.meta["space"], "table space")
+    space = parse_space(t.meta["space"], "table space")
     data = load_dataset(t.meta["data"])
     for i in (int(t.true_front[0]), t.n_archs - 1):
         spec = space.build(t.arch_params[i])

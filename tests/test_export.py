@@ -16,7 +16,7 @@ import nas_attn
 from nas_attn.arch import build_model, spec_hash
 from nas_attn.errors import ConfigError
 from nas_attn.export import export_bundle, load
-from nas_attn.export.bundle import BUNDLE_FILES
+from nas_attn.export.layout import BUNDLE_FILES
 from nas_attn.export.onnx import ExportError, OnnxMismatchError
 from nas_attn.modules import MODULES
 
@@ -397,7 +397,7 @@ def test_malicious_checkpoint_is_refused_without_running(exported, tmp_path):
 
 
 def test_shared_tensors_round_trip(tmp_path):
-    from nas_attn.export.weights import apply_state, read_safetensors, save_weights
+    from nas_attn.weights import apply_state, read_safetensors, save_weights
 
     class Tied(nn.Module):
         def __init__(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import CONTINUE, STOP, HalvingConfig, ParetoHalving
 
 SPEC = {"backbone": "tiny", "num_classes": 10, "in_chans": 3,
@@ -40,7 +41,7 @@ def test_a_promoted_trial_is_decided_only_at_later_rungs():
     assert h.report("bad-promoted", 3, 0.2, 2.0, start_epoch=1) == STOP  # rung 3 decides
     assert h.report("late", 4, 0.99, 0.5, start_epoch=3) == CONTINUE  # past every rung
     assert "late" not in {row[0] for rows in h.rung_table.values() for row in rows}
-    with pytest.raises(Exception, match="start_epoch"):
+    with pytest.raises(ConfigError, match="start_epoch"):
         h.report("x", 1, 0.5, 1.0, start_epoch=-1)
 
 

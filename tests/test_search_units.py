@@ -190,9 +190,9 @@ def test_samplers_build_quietly_and_walk_a_conditional_space(name, recwarn, capl
     import warnings
 
     from nas_attn.search.samplers import make_sampler
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
 
-    space = SearchSpace.from_dict({
+    space = parse_space({
         "name": "cond", "backbone": "tiny", "num_classes": 10, "input_size": [3, 16, 16],
         "stages": {"default": {"attention": {"none": None, "se": None},
                                "position": ["post_bn", "post_add"], "blocks": "all"}}},

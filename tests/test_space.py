@@ -12,9 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nas_attn.arch import canonicalize
 from nas_attn.cli import main
 from nas_attn.errors import ConfigError, SpecError
-from nas_attn.space import FloatRange, IntRange, SearchSpace, dry_run, load_space, parse_amount
+from nas_attn.space import (
+    FloatRange,
+    IntRange,
+    dry_run,
+    load_space,
+    parse_amount,
+    parse_space,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -34,7 +42,7 @@ SMALL = {
 
 
 def space(d=None, **over):
-    return SearchSpace.from_dict({**(d or SMALL), **over})
+    return parse_space({**(d or SMALL), **over})
 
 
 # -- shipped files ---------------------------------------------------------------------------
@@ -44,11 +52,15 @@ def space(d=None, **over):
 def test_shipped_space_loads_and_round_trips(path):
     s = load_space(path)
     assert s.size() > 0
-    again = SearchSpace.from_dict(s.to_dict())
+    again = parse_space(s.to_dict())
     assert again.to_dict() == s.to_dict()
     assert again.hash == s.hash
-    spec = s.point(s.sample_params(random.Random(0)))
-    assert spec.spec is not None or isinstance(spec.error, SpecError)
+    points = [s.point(s.sample_params(random.Random(seed))) for seed in range(8)]
+    for p in points:  # exactly one of a canonical spec and the reason it cannot be built
+        assert (p.spec is None) == isinstance(p.error, SpecError)
+        if p.spec is not None:
+            assert canonicalize(p.spec) == p.spec
+    assert any(p.spec is not None for p in points), "no valid spec in 8 draws"
 
 
 def test_expected_shipped_spaces_exist():
@@ -99,7 +111,7 @@ def test_size_equals_enumeration_property(n_se, n_pos, n_blocks, with_eca, with_
              "blocks": ["all", "first", "last"][:n_blocks]}
     if fusion:
         stage["fusion"] = ["none", "sda"]
-    s = SearchSpace.from_dict({"backbone": "tiny", "stages": {"default": stage, 0: None,
+    s = parse_space({"backbone": "tiny", "stages": {"default": stage, 0: None,
                                                               1: None}})
     per = 1 + (n_se + 2 * with_eca + 3 * with_cbam_range) * n_pos * n_blocks
     assert s.size() == per * (2 if fusion else 1)
@@ -109,13 +121,13 @@ def test_size_equals_enumeration_property(n_se, n_pos, n_blocks, with_eca, with_
 def test_float_range_without_step_is_infinite():
     d = {"backbone": "tiny", "stages": {"default": {
         "attention": {"se": {"rd_ratio": {"low": 0.0625, "high": 0.25, "log": True}}}}}}
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     assert s.size() == math.inf
     with pytest.raises(ConfigError, match="infinite"):
         next(s.iter_params())
     stepped = {"backbone": "tiny", "stages": {"default": {
         "attention": {"se": {"rd_ratio": {"low": 0.0625, "high": 0.25, "step": 0.0625}}}}}}
-    s2 = SearchSpace.from_dict(stepped)
+    s2 = parse_space(stepped)
     assert s2.size() == 4 ** 3 == len(list(s2.iter_params()))
 
 
@@ -133,7 +145,7 @@ def test_suggest_through_a_real_sqlite_study_stays_in_bounds(tmp_path):
         "position": ["post_bn", "pre"],
         "blocks": ["all", [0], "last"],
     }}}
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}",
                                 sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(25):
@@ -167,7 +179,7 @@ def test_suggest_through_a_real_sqlite_study_stays_in_bounds(tmp_path):
 def test_fixed_decisions_are_not_suggested():
     d = {"backbone": "tiny", "stages": {"default": {
         "attention": {"se": {"rd_ratio": 0.25}}, "position": "pre", "blocks": "last"}}}
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     assert s.size() == 1
     study = optuna.create_study()
     trial = study.ask()
@@ -230,9 +242,9 @@ def space_dicts(draw):
 @given(space_dicts())
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_round_trip_dict_space_dict(d):
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     canon = s.to_dict()
-    s2 = SearchSpace.from_dict(json.loads(json.dumps(canon)))
+    s2 = parse_space(json.loads(json.dumps(canon)))
     assert s2.to_dict() == canon
     assert s2.hash == s.hash
     assert s2.size() == s.size()
@@ -241,7 +253,7 @@ def test_round_trip_dict_space_dict(d):
 @given(space_dicts(), st.integers(0, 10_000))
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_sampled_params_rebuild_inside_bounds(d, seed):
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     dists = s.distributions()
     params = s.sample_params(random.Random(seed))
     for k, v in params.items():
@@ -261,10 +273,10 @@ def test_low_above_high_is_rejected(lo, hi):
         "attention": {"se": {"rd_ratio": {"low": lo, "high": hi}}}}}}
     if lo > hi:
         with pytest.raises(ConfigError) as e:
-            SearchSpace.from_dict(d)
+            parse_space(d)
         assert e.value.field == "stages.default.attention.se.rd_ratio.low"
     else:
-        assert SearchSpace.from_dict(d).size() in (1, math.inf)
+        assert parse_space(d).size() in (1, math.inf)
 
 
 @given(hi=st.floats(1.0001, 100.0))
@@ -273,7 +285,7 @@ def test_range_outside_declaration_is_rejected(hi):
     d = {"backbone": "tiny", "stages": {"default": {
         "attention": {"se": {"rd_ratio": {"low": 0.1, "high": hi}}}}}}
     with pytest.raises(ConfigError) as e:
-        SearchSpace.from_dict(d)
+        parse_space(d)
     assert e.value.field.endswith("rd_ratio.high")
     assert "1.0" in str(e.value)  # the declared range is shown
 
@@ -320,7 +332,7 @@ def _att(sub):
 ])
 def test_bad_input_names_the_field(d, field, needle):
     with pytest.raises(ConfigError) as e:
-        SearchSpace.from_dict(d)
+        parse_space(d)
     assert e.value.field == field
     assert needle in str(e.value)
 
@@ -365,7 +377,7 @@ def test_check_whole_network_and_per_stage():
     from nas_attn.cost import profile
 
     d = {**SMALL, "constraints": {"max_params": "1M", "stages": {"default": {"max_params": 600}}}}
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     plain = s.build({"stage0.attention": "none", "stage1.attention": "none",
                      "stage2.attention": "none", "stage2.fusion": "none"})
     assert s.check(plain) == []
@@ -378,14 +390,14 @@ def test_check_whole_network_and_per_stage():
     assert added == 4256
     v = s.check(with_se)
     assert [(x.where, x.metric, x.value) for x in v] == [("stage2", "params", 4256.0)]
-    tight = SearchSpace.from_dict({**SMALL, "constraints": {"max_params": 1000}})
+    tight = parse_space({**SMALL, "constraints": {"max_params": 1000}})
     assert [x.where for x in tight.check(plain)] == ["network"]
 
 
 def test_dry_run_exact_counts_invalid_combinations():
     d = {"backbone": "tiny", "stages": {"default": {
         "attention": {"none": None, "ela": {"version": ["T", "B"]}}}, 1: None, 2: None}}
-    s = SearchSpace.from_dict(d)
+    s = parse_space(d)
     r = dry_run(s)
     assert r.mode == "exact" and r.evaluated == s.size() == 3
     # ELA-T needs 32 GroupNorm groups; stage 0 of tiny has 16 channels

@@ -216,8 +216,8 @@ class AblationConfig:
     source: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from nas_attn.config import config_from_mapping
         from nas_attn.data import DataConfig
-        from nas_attn.data._config import config_from_mapping
         from nas_attn.search.setup import SearchOptions
         from nas_attn.train import TrainConfig
 
@@ -253,9 +253,10 @@ class AblationConfig:
         self._check_data_fits()
 
     def _check_data_fits(self) -> None:
-        from nas_attn.study import _KNOWN_CLASSES
+        from nas_attn.config import config_from_mapping
+        from nas_attn.data import DataConfig
 
-        classes = self.data.get("num_classes") or _KNOWN_CLASSES.get(self.data["name"])
+        classes = config_from_mapping(DataConfig, self.data, "data").known_num_classes()
         if classes is not None and self.base["num_classes"] != classes:
             raise ConfigError("base.num_classes", self.base["num_classes"],
                               f"the base spec's classes differ from dataset "

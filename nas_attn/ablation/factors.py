@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nas_attn.arch import BLOCK_KEYWORDS, POSITIONS, ArchSpec, ModuleChoice, StageSpec
+from nas_attn.arch import ArchSpec, ModuleChoice, StageSpec
+from nas_attn.backbones import BLOCK_KEYWORDS, POSITIONS
 from nas_attn.errors import ConfigError
 from nas_attn.hparams import HParam
 

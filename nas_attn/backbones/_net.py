@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from nas_attn.backbones._registry import BlockInfo, StageInfo
+from nas_attn.backbones.positions import resolve_blocks
 from nas_attn.modules import MODULES, create_module
 
 if TYPE_CHECKING:
@@ -32,15 +33,13 @@ class BlockPlan:
 def block_plans(stage: StageSpec, info: StageInfo) -> list[BlockPlan]:
     """The plan of every block of a stage (pure). ``stage`` should be canonical; keywords and
     negative indices are resolved here as well."""
-    from nas_attn.arch import _resolve_blocks
-
     n = len(info.blocks)
     chosen: set[int] = set()
     if stage.attention is not None:
         if stage.blocks == "all":
             chosen = {i for i, b in enumerate(info.blocks) if stage.position in b.positions}
         else:
-            chosen = set(_resolve_blocks(stage.blocks, n, "blocks"))
+            chosen = set(resolve_blocks(stage.blocks, n, "blocks"))
     return [
         BlockPlan(
             gates={stage.position: stage.attention} if i in chosen and stage.attention else {},
@@ -196,12 +195,3 @@ class AttnNet(nn.Module):
     def extra_repr(self) -> str:
         spec = getattr(self, "spec", None)
         return f"spec={spec.hash}" if spec is not None else ""
-
-
-def stage_infos(layout: Callable[[Mapping[str, Any]], tuple[StageInfo, ...]],
-                spec: ArchSpec) -> tuple[StageInfo, ...]:
-    infos = layout(spec.backbone_args)
-    if len(spec.stages) != len(infos):
-        raise ValueError(f"expected a canonical spec with {len(infos)} stages, "
-                         f"got {len(spec.stages)}; pass it through canonicalize()")
-    return infos

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from nas_attn.arch import POSITIONS
+from nas_attn.backbones.positions import POSITIONS
 from nas_attn.hparams import HParam, HParamSet
 from nas_attn.registry import Registry
 

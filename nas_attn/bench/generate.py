@@ -75,9 +75,9 @@ TABLE_TRAIN: dict[str, Any] = {
 
 
 def table_space(space: Mapping[str, Any] | None = None) -> Any:
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
 
-    return SearchSpace.from_dict(dict(space or TABLE_SPACE), "tabular benchmark space")
+    return parse_space(dict(space or TABLE_SPACE), "tabular benchmark space")
 
 
 def enumerate_archs(space: Any) -> list[tuple[dict[str, Any], Any]]:

@@ -151,9 +151,9 @@ class _Proposer:
         space = table.meta.get("space")
         self.space = None
         if space:
-            from nas_attn.space import SearchSpace
+            from nas_attn.space import parse_space
 
-            self.space = SearchSpace.from_dict(dict(space), "table space")
+            self.space = parse_space(dict(space), "table space")
         else:
             names = sorted({k for p in table.arch_params for k in p})
             self.choices = {n: sorted({p[n] for p in table.arch_params if n in p}, key=repr)

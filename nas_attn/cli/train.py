@@ -59,7 +59,7 @@ def train_cmd(
     for k in ("name",):
         if k in dopts:
             raise ConfigError(f"--data-option {k}", dopts[k], "use --data")
-    from nas_attn.data._config import config_from_mapping
+    from nas_attn.config import config_from_mapping
 
     dcfg = config_from_mapping(DataConfig, {"name": data, **dopts}, "data")
     given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,

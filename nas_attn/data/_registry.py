@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from nas_attn.data._bundle import DatasetBundle
-from nas_attn.data._config import (
+from nas_attn.config import (
     check_bool,
     check_float,
     check_int,
     config_from_mapping,
 )
+from nas_attn.data._bundle import DatasetBundle
 from nas_attn.errors import ConfigError
 from nas_attn.registry import Registry
 
@@ -97,6 +97,11 @@ class DataConfig:
         return replace(self, **{k: v for k, v in entry.defaults.items()
                                 if getattr(self, k) is None})
 
+    def known_num_classes(self) -> int | None:
+        """The class count known before loading: this config's, else the dataset's fixed one
+        (None for a dataset whose classes are found on loading, such as an image folder)."""
+        return self.resolved().num_classes or DATASETS.get(self.name, "data.name").num_classes
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) is not None}
@@ -108,13 +113,14 @@ class DatasetEntry:
     load: Callable[[DataConfig], DatasetBundle]
     defaults: Mapping[str, Any]  # the optional settings this dataset uses, with their defaults
     description: str = ""
+    num_classes: int | None = None  # fixed by the dataset itself (CIFAR-100: 100), else None
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(name: str, *, defaults: Mapping[str, Any], description: str = ""
-                     ) -> Callable[[Callable[[DataConfig], DatasetBundle]],
+def register_dataset(name: str, *, defaults: Mapping[str, Any], description: str = "",
+                     num_classes: int | None = None) -> Callable[[Callable[[DataConfig], DatasetBundle]],
                                    Callable[[DataConfig], DatasetBundle]]:
     """Register ``load(cfg) -> DatasetBundle``; ``cfg`` arrives resolved (defaults filled in)."""
     names = {f.name for f in fields(DataConfig)}
@@ -123,7 +129,7 @@ def register_dataset(name: str, *, defaults: Mapping[str, Any], description: str
         raise KeyError(f"dataset {name}: unknown settings {sorted(unknown)}")
 
     def wrap(fn: Callable[[DataConfig], DatasetBundle]) -> Callable[[DataConfig], DatasetBundle]:
-        DATASETS.register(name, DatasetEntry(name, fn, dict(defaults), description))
+        DATASETS.register(name, DatasetEntry(name, fn, dict(defaults), description, num_classes))
         return fn
 
     return wrap

@@ -139,11 +139,13 @@ def _load(name: str, cfg: DataConfig) -> DatasetBundle:
                          (cfg.in_chans, s, s), mean, std, aug, classes)
 
 
-@register_dataset("cifar10", defaults=_DEFAULTS, description="CIFAR-10 from the python files")
+@register_dataset("cifar10", defaults=_DEFAULTS, description="CIFAR-10 from the python files",
+                  num_classes=10)
 def load_cifar10(cfg: DataConfig) -> DatasetBundle:
     return _load("cifar10", cfg)
 
 
-@register_dataset("cifar100", defaults=_DEFAULTS, description="CIFAR-100 from the python files")
+@register_dataset("cifar100", defaults=_DEFAULTS, description="CIFAR-100 from the python files",
+                  num_classes=100)
 def load_cifar100(cfg: DataConfig) -> DatasetBundle:
     return _load("cifar100", cfg)

@@ -67,6 +67,7 @@ def _bundle(name: str, cfg: DataConfig, splits: list[tuple[torch.Tensor, torch.T
 
 @register_dataset(
     "digits",
+    num_classes=10,
     defaults={"in_chans": 3, "image_size": 16, "val_size": 360, "test_size": 360,
               "train_size": None},
     description="sklearn 8x8 digits upscaled; 1,797 images, split by image",
@@ -137,6 +138,7 @@ def _cluttered(cfg: DataConfig) -> DatasetBundle:
 
 @register_dataset(
     "cluttered-digits",
+    num_classes=10,
     defaults={"in_chans": 3, "image_size": 32, "train_size": 6000, "val_size": 1000,
               "test_size": 1000, "distractors": 4, "noise": 0.1},
     description="one sklearn digit among coloured fragments of others on a noisy canvas",

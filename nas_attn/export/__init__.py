@@ -13,7 +13,7 @@ from nas_attn._imports import lazy_getattr
 _LAZY = {
     "export_bundle": "nas_attn.export.bundle",
     "resolve_output": "nas_attn.export.bundle",
-    "BUNDLE_FILES": "nas_attn.export.bundle",
+    "BUNDLE_FILES": "nas_attn.export.layout",
     "load": "nas_attn.export.loader",
     "read_weights": "nas_attn.export.loader",
     "ExportError": "nas_attn.export.onnx",

@@ -21,7 +21,6 @@ bundle restored if the second fails.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,22 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError, SpecError
-
-SPEC_YAML = "spec.yaml"
-SPEC_JSON = "spec.json"
-WEIGHTS = "weights.safetensors"
-LEGACY_WEIGHTS = "weights.pt"
-ONNX = "model.onnx"
-CARD_JSON = "card.json"
-CARD_MD = "MODEL_CARD.md"
-LOADING = "LOADING.md"
-BUNDLE_FILES = (SPEC_YAML, SPEC_JSON, WEIGHTS, ONNX, CARD_JSON, CARD_MD, LOADING)
-CHECKSUMMED = (SPEC_YAML, SPEC_JSON, WEIGHTS, ONNX, LOADING)
-
-
-def sha256_file(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+from nas_attn.export.layout import (
+    CARD_JSON,
+    CARD_MD,
+    CHECKSUMMED,
+    LOADING,
+    ONNX,
+    SPEC_JSON,
+    SPEC_YAML,
+    WEIGHTS,
+    sha256_file,
+)
 
 
 def resolve_output(out_dir: str | Path, base_dir: str | Path | None = None) -> Path:
@@ -84,7 +78,7 @@ def _is_replaceable(path: Path) -> bool:
     return isinstance(card, Mapping) and card.get("format") == FORMAT
 
 
-def _check_target(target: Path, force: bool) -> None:
+def check_target(target: Path, force: bool) -> None:
     if not (target.exists() or target.is_symlink()):
         return
     if not force:
@@ -141,7 +135,7 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
     from nas_attn.export import card as card_mod
     from nas_attn.export import onnx as onnx_mod
     from nas_attn.export.loader import load
-    from nas_attn.export.weights import save_weights
+    from nas_attn.weights import save_weights
 
     h = spec_hash(canon)
     spec_yaml = canon.to_yaml()
@@ -178,7 +172,7 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
                                    "network's output; the bundle was not written")
 
 
-def _commit(tmp: Path, target: Path) -> None:
+def commit_bundle(tmp: Path, target: Path) -> None:
     """Move ``tmp`` to ``target``; an existing target (already vetted) is swapped out."""
     if not (target.exists() or target.is_symlink()):
         try:
@@ -227,12 +221,12 @@ def export_bundle(
     """
     from nas_attn.arch import build_model, load_spec
     from nas_attn.export.card import validate_metadata
-    from nas_attn.export.weights import apply_state
+    from nas_attn.weights import apply_state
 
     canon = load_spec(spec)
     meta = validate_metadata(metadata)
     target = resolve_output(out_dir, base_dir)
-    _check_target(target, force)
+    check_target(target, force)
     shape = _input_shape(canon, input_size)
     model = build_model(canon)
     apply_state(model, _state_of(model_or_state_dict, canon), "weights")
@@ -243,8 +237,8 @@ def export_bundle(
     tmp.mkdir()
     try:
         _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol)
-        _check_target(target, force)  # again: the export took a while
-        _commit(tmp, target)
+        check_target(target, force)  # again: the export took a while
+        commit_bundle(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -147,7 +147,7 @@ def bundle_name(number: int, retrain: bool, epochs: int | None, seeds: int) -> s
 def plan(selections: Sequence[Any], root: Path, out: str | Path | None, names: Sequence[str],
          force: bool) -> list[Planned]:
     """The output path of every selection, checked before anything is trained or written."""
-    from nas_attn.export.bundle import _check_target, resolve_output
+    from nas_attn.export.bundle import check_target, resolve_output
 
     planned: list[Planned] = []
     for sel, name in zip(selections, names, strict=True):
@@ -160,7 +160,7 @@ def plan(selections: Sequence[Any], root: Path, out: str | Path | None, names: S
         target = resolve_output(rel, root)
         if out is not None and len(selections) > 1:
             resolve_output(out, root)  # the group folder itself must stay inside too
-        _check_target(target, force)
+        check_target(target, force)
         planned.append(Planned(sel, target))
     seen: dict[Path, int] = {}
     for p in planned:
@@ -178,7 +178,7 @@ def read_checkpoint(path: Path, spec_hash: str) -> dict[str, Any]:
     """The state dict of a trial checkpoint, after checking it belongs to ``spec_hash``."""
     from safetensors import safe_open
 
-    from nas_attn.export.weights import read_safetensors
+    from nas_attn.weights import read_safetensors
 
     state = read_safetensors(path)
     with safe_open(str(path), framework="pt") as fh:
@@ -289,7 +289,7 @@ def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
     that exists (without ``force``) or escapes ``root``.
     """
     from nas_attn.export import retrain as rt
-    from nas_attn.export.bundle import _check_target, _commit, export_bundle
+    from nas_attn.export.bundle import check_target, commit_bundle, export_bundle
     from nas_attn.export.picks import select
 
     say = say or (lambda _msg: None)
@@ -331,13 +331,13 @@ def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
                                  name=p.target.name)
             staged.append(path)
         for p in planned:
-            _check_target(p.target, force)  # again: training took a while
+            check_target(p.target, force)  # again: training took a while
         for p, path in zip(planned, staged, strict=True):
             parents = _made_dirs(p.target.parent)
             p.target.parent.mkdir(parents=True, exist_ok=True)
             made += parents
             fresh = not p.target.exists()
-            _commit(path, p.target)
+            commit_bundle(path, p.target)
             if fresh:
                 committed.append(p.target)
     except BaseException:

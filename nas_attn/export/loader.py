@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
-from nas_attn.export.bundle import (
+from nas_attn.export.layout import (
     CARD_JSON,
     LEGACY_WEIGHTS,
     SPEC_JSON,
@@ -115,7 +115,7 @@ def _bundle_parts(folder: Path) -> tuple[Any, Path]:
 
 def read_weights(path: Path) -> dict[str, Any]:
     """A state dict from ``.safetensors`` or a legacy torch file (``weights_only=True``)."""
-    from nas_attn.export.weights import read_safetensors, read_torch_checkpoint
+    from nas_attn.weights import read_safetensors, read_torch_checkpoint
 
     if path.suffix == ".safetensors":
         return read_safetensors(path)
@@ -136,7 +136,7 @@ def load(bundle_path: str | Path, device: Any = "cpu", *, spec: Any = None) -> A
     checkpoint that holds pickled code.
     """
     from nas_attn.arch import build_model, load_spec, spec_hash
-    from nas_attn.export.weights import apply_state
+    from nas_attn.weights import apply_state
 
     dev = _device(device)
     path = Path(bundle_path).expanduser()

@@ -60,7 +60,7 @@ def save_checkpoint(model: Any, path: Path, metadata: Mapping[str, str]) -> Path
     """Write ``model``'s weights (CPU, contiguous) to ``path`` atomically."""
     import torch
 
-    from nas_attn.export.weights import save_weights
+    from nas_attn.weights import save_weights
 
     model = model.to("cpu")
     if any(p.dim() == 4 for p in model.parameters()):

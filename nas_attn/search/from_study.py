@@ -168,3 +168,17 @@ def _synthetic_objectives(raw: Any, path: Path) -> tuple[Objective, ...] | None:
             raise ConfigError(f"{path}: objectives[{i}].name", o.name,
                               "not reported by the synthetic problem", METRICS)
     return tuple(Objective(o.name, o.direction) for o in parsed)
+
+
+def setup_from_source(source: Mapping[str, Any], options: SearchOptions, name: str) -> SearchSetup:
+    """Rebuild a setup from ``run.json``'s ``source`` (resume)."""
+    kind = source.get("kind")
+    if kind == "synthetic":
+        from nas_attn.search.synthetic import SyntheticProblem
+
+        objs = tuple(Objective(n, d) for n, d in source["objectives"])
+        return synthetic_setup(SyntheticProblem.from_dict(source["problem"]), name, options,
+                               source.get("early_stopping"), objs)
+    if kind == "study":
+        return setup_from_study_file(source["path"], options)
+    raise ConfigError("run.json:source.kind", kind, "unknown setup kind", ["study", "synthetic"])

@@ -3,7 +3,7 @@
 One run = one run folder + one run id. ``run_search`` creates both, opens (or continues) the
 study and executes; ``resume_run`` re-executes an interrupted run from its folder alone. Each
 execution ("segment") is a fresh ``Tuner``: ``Tuner.restore`` is never used, because after a
-``kill -9`` it replays suggestions and retrains finished trials (DESIGN.md). Instead:
+``kill -9`` it replays suggestions and retrains finished trials (measured with ray 2.60; docs/search.md). Instead:
 
 1. reconcile: this run's trials still RUNNING in the storage (their driver died) become FAIL
    ``orphaned`` and do not count;
@@ -313,7 +313,7 @@ def resume_run(run_dir: Path, storage_url: str | None = None, address: str | Non
 
 
 def _setup_from_run(info: Mapping[str, Any], run_dir: Path) -> SearchSetup:
-    from nas_attn.search.setup import setup_from_source
+    from nas_attn.search.from_study import setup_from_source
 
     options = SearchOptions(**info["options"])
     source = dict(info["source"])

@@ -1,6 +1,6 @@
 """A thin Ray Tune ``Searcher`` around an Optuna study, driven through ask/tell.
 
-Why not Ray's ``OptunaSearch`` (measured with ray 2.60, see DESIGN.md): a NaN leaves the Optuna
+Why not Ray's ``OptunaSearch`` (measured with ray 2.60; docs/search.md): a NaN leaves the Optuna
 trial RUNNING for ever, a result without the metric aborts the experiment, a trial stopped by
 the scheduler is told COMPLETE with its partly trained values, and ``Tuner.restore`` after a
 ``kill -9`` duplicates trials. This searcher tells Optuna the truth instead (rules in

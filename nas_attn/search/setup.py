@@ -113,21 +113,3 @@ def problem_reference(problem: Any) -> dict[str, float]:
     if problem.max_flops is not None:
         costs["flops"] = min(costs["flops"], float(problem.max_flops))
     return costs
-
-
-def setup_from_source(source: Mapping[str, Any], options: SearchOptions, name: str) -> SearchSetup:
-    """Rebuild a setup from ``run.json``'s ``source`` (resume)."""
-    from nas_attn.errors import ConfigError
-
-    kind = source.get("kind")
-    if kind == "synthetic":
-        from nas_attn.search.synthetic import SyntheticProblem
-
-        objs = tuple(Objective(n, d) for n, d in source["objectives"])
-        return synthetic_setup(SyntheticProblem.from_dict(source["problem"]), name, options,
-                               source.get("early_stopping"), objs)
-    if kind == "study":
-        from nas_attn.search.from_study import setup_from_study_file
-
-        return setup_from_study_file(source["path"], options)
-    raise ConfigError("run.json:source.kind", kind, "unknown setup kind", ["study", "synthetic"])

@@ -93,7 +93,7 @@ class Point:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search space. Build one with :func:`load_space` or :meth:`from_dict`."""
+    """A validated search space. Build one with :func:`load_space` or :func:`parse_space`."""
 
     backbones: tuple[str, ...]
     stages: tuple[StageSpace, ...]
@@ -107,12 +107,6 @@ class SearchSpace:
     tie_stages: bool = False  # one set of decisions (named all_stages.*) shared by every stage
 
     # -- construction -------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "") -> SearchSpace:
-        from nas_attn.space._parse import parse_space
-
-        return parse_space(data, source)
-
     def with_data(self, num_classes: int | None = None, in_chans: int | None = None,
                   input_size: tuple[int, int, int] | None = None) -> SearchSpace:
         """A copy for a dataset: its class count, channels and input size."""

@@ -1,4 +1,4 @@
-"""Strict, frozen configuration dataclasses shared by the data and training layers.
+"""Strict, frozen configuration dataclasses, shared by every layer that reads a config.
 
 A config is a frozen dataclass validated in ``__post_init__``; :func:`config_from_mapping` builds
 one from a plain mapping (YAML, CLI) and refuses unknown keys with a ConfigError that lists the
