@@ -41,7 +41,7 @@ from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 
 STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
-              "search")
+              "search", "latency")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -103,6 +103,28 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class LatencySettings:
+    """``latency: {table: FILE, missing: refuse|measure}``: the latency_ms objective (and
+    ``max_latency_ms``) read from a measured table instead of timing in the search loop. A spec
+    with a cell the table lacks is refused, naming the cell, or measured and added."""
+
+    table: str
+    missing: str = "refuse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "missing": self.missing}
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs' latencies comparable: the table's settings and machine (its
+        cells may grow when missing cells are measured)."""
+        from nas_attn.cost.latency_table import load_table
+
+        t = load_table(self.table)
+        return {"settings": dict(t.settings), "fingerprint": dict(t.fingerprint),
+                "correction": dict(t.correction)}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     space: Any  # nas_attn.space.SearchSpace, already adapted to the data (see space_for_data)
@@ -114,6 +136,7 @@ class StudyConfig:
     description: str = ""
     source: str = ""  # the study file, when read from one
     space_source: str = ""  # the space file, when the space is a path
+    latency: LatencySettings | None = None  # a latency table for the latency_ms objective
 
     @property
     def directions(self) -> list[str]:
@@ -137,6 +160,7 @@ class StudyConfig:
             "objectives": [o.to_dict() for o in self.objectives],
             "early_stopping": {**self.early_stopping.to_dict(), "rungs": self.rungs},
             "search": self.search.to_dict(),
+            **({"latency": self.latency.to_dict()} if self.latency else {}),
         }
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -148,6 +172,7 @@ class StudyConfig:
             "space_hash": self.space.hash,
             "train": dataclasses.asdict(self.train),
             "data": _data_dict(self.data),
+            **({"latency": self.latency.identity()} if self.latency else {}),
         }
 
 
@@ -209,7 +234,32 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
         name=name, space=space, data=dcfg, train=tcfg,
         objectives=_objectives(data.get("objectives")), early_stopping=es, search=search,
         description=description, source=source, space_source=space_source,
+        latency=_latency(data.get("latency"), Path(base_dir), space),
     )
+
+
+def _latency(raw: Any, base_dir: Path, space: Any) -> LatencySettings | None:
+    from nas_attn.cost.latency_table import MISSING, load_table
+
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or "table" not in raw:
+        raise ConfigError("latency", raw, "expected a mapping with a table file",
+                          ["table", "missing"])
+    for k in raw:
+        if k not in ("table", "missing"):
+            raise ConfigError(f"latency.{k}", k, "unknown key", ["table", "missing"])
+    missing = raw.get("missing", "refuse")
+    if missing not in MISSING:
+        raise ConfigError("latency.missing", missing, "unknown policy", MISSING)
+    path = Path(str(raw["table"]))
+    path = path if path.is_absolute() else base_dir / path
+    table = load_table(path)
+    size = tuple(space.default_input_size())
+    if table.input_size != size:
+        raise ConfigError("latency.table", str(path), f"measured at input size "
+                          f"{list(table.input_size)}, the study's data are {list(size)}")
+    return LatencySettings(str(path), missing)
 
 
 def space_for_data(space: Any, data: Any) -> Any:
@@ -301,3 +351,17 @@ def _check_number(v: Any, field: str, positive: bool) -> None:
         raise ConfigError(field, v, "expected a number")
     if (v <= 0) if positive else (v < 0):
         raise ConfigError(field, v, "must be > 0" if positive else "must be >= 0")
+
+
+def load_space_or_study(path: str | Path) -> Any:
+    """The search space of a file: a space file, or a study file's space adapted to its data."""
+    from nas_attn.space import load_space
+    from nas_attn.yamlio import load_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("FILE", str(path), "no such file")
+    data = load_yaml(path)
+    if isinstance(data, dict) and "space" in data and "backbone" not in data:
+        return load_study(path).space
+    return load_space(path)

@@ -17,8 +17,8 @@ from nas_attn.arch import build_model, spec_hash
 from nas_attn.errors import ConfigError
 from nas_attn.export import export_bundle, load
 from nas_attn.export.layout import BUNDLE_FILES
-from nas_attn.export.onnx import ExportError, OnnxMismatchError
 from nas_attn.modules import MODULES
+from nas_attn.onnx_export import ExportError, OnnxMismatchError
 
 SPEC = {
     "backbone": "tiny",
@@ -210,7 +210,7 @@ def test_relative_path_inside_the_base_folder_is_accepted(exported, tmp_path):
 
 
 def test_injected_failure_leaves_nothing(exported, tmp_path, monkeypatch):
-    from nas_attn.export import onnx as onnx_mod
+    from nas_attn import onnx_export as onnx_mod
 
     def fail(*args, **kwargs):
         raise OnnxMismatchError(1.0, 1e-4, 3)

@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas_attn"
 # Lowest first; each row is one rank. Keep this table and docs/architecture.md's in step.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "_imports", "files"),
-    ("registry", "yamlio", "config", "hparams", "pareto", "objectives", "weights"),
+    ("registry", "yamlio", "config", "hparams", "pareto", "objectives", "weights",
+     "onnx_export"),
     ("modules",),
     ("backbones",),
     ("arch",),
@@ -28,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),
     ("space",),
     ("study",),
+    ("latency",),
     ("search",),
     ("viz",),
     ("ablation",),

@@ -178,7 +178,11 @@ def torchvision_resnet_init(m: nn.Module) -> None:
 
 
 class AttnNet(nn.Module):
-    """Base of every built network: ``attention_modules()`` and the ``spec`` it was built from."""
+    """Base of every built network: ``attention_modules()`` and the ``spec`` it was built from.
+
+    The forward pass is three parts, each its own method so the latency table can time them
+    apart: :meth:`forward_stem` (input to the first stage), the stages, and
+    :meth:`forward_head` (the last stage's output to the logits)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -191,6 +195,18 @@ class AttnNet(nn.Module):
     @property
     def stages(self) -> list[Stage]:
         raise NotImplementedError
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.forward_head(x)
 
     def extra_repr(self) -> str:
         spec = getattr(self, "spec", None)

@@ -155,14 +155,11 @@ class MobileNetV2(AttnNet):
     def stages(self) -> list[Stage]:
         return list(self.layers)  # type: ignore[arg-type]
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.layers:
-            x = stage(x)
-        return self.head(x)
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.head(x)), 1))
 
 
 register_backbone(

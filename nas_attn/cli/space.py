@@ -12,23 +12,6 @@ import typer
 from nas_attn.cli import app, console
 
 
-def _load(path: Path):
-    """A space file, or a study file (its space, adapted to its data)."""
-    from nas_attn.errors import ConfigError
-    from nas_attn.yamlio import load_yaml
-
-    if not path.is_file():
-        raise ConfigError("FILE", str(path), "no such file")
-    data = load_yaml(path)
-    if isinstance(data, dict) and "space" in data and "backbone" not in data:
-        from nas_attn.study import load_study
-
-        return load_study(path).space
-    from nas_attn.space import load_space
-
-    return load_space(path)
-
-
 def _fmt(v: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if v >= scale:
@@ -55,8 +38,9 @@ def space_cmd(
     """Dry run: size, impossible combinations (grouped by reason), FLOPs and params range,
     constraint violations and sample specs. Trains nothing."""
     from nas_attn.space import dry_run
+    from nas_attn.study import load_space_or_study
 
-    space = _load(file)
+    space = load_space_or_study(file)
     r = dry_run(space, samples=samples, input_size=input_size, seed=seed,
                 exact_limit=exact_limit)
     if as_json:

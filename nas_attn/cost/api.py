@@ -229,7 +229,7 @@ def profile(
     spec_or_model: nn.Module | Mapping[str, Any] | str | Path | Any,
     input_size: Sequence[int] | None = None,
     *,
-    latency: bool = False,
+    latency: bool | str = False,
     batch_size: int = 1,
     device: str | torch.device = "cpu",
     repeats: int = 20,
@@ -237,7 +237,8 @@ def profile(
     strict: bool = False,
 ) -> ProfileResult:
     """Params, FLOPs (split into backbone and attention, per op and per attention module),
-    conv+linear multiply-adds and, with ``latency=True``, measured latency.
+    conv+linear multiply-adds and, with ``latency=True``, measured latency; with
+    ``latency="lut:FILE"`` the latency a table predicts (:mod:`nas_attn.cost.latency_table`).
 
     ``spec_or_model``: an ArchSpec, a spec dict, a YAML/JSON spec file, or an ``nn.Module`` (a
     built network, a bare zoo module, any module). ``input_size`` is (C, H, W); by default the
@@ -255,6 +256,8 @@ def profile(
     :class:`UnhandledOpsError` if an op had no handler (else it warns and counts it 0).
     """
     batch_size = _check_positive(batch_size, "batch_size")
+    if isinstance(latency, str):
+        return _predicted(spec_or_model, input_size, latency, strict)
     if latency:
         repeats = _check_positive(repeats, "repeats")
         dev = _check_device(device)
@@ -274,6 +277,28 @@ def profile(
         ms = measure_latency(model, (x,), dev, repeats, warmup)
         result = replace(result, latency_ms=ms, latency_repeats=repeats, device=str(dev))
     return result
+
+
+def _predicted(spec: Any, input_size: Sequence[int] | None, latency: str, strict: bool
+               ) -> ProfileResult:
+    """``profile(spec, latency="lut:FILE")``: the counts, with the latency the table predicts
+    at the table's batch and input size."""
+    from nas_attn.cost.latency_table import load_table
+
+    if not latency.startswith("lut:") or len(latency) == 4:
+        raise ConfigError("latency", latency, "expected a boolean or a latency table",
+                          [True, False, "lut:FILE"])
+    if isinstance(spec, nn.Module):
+        raise ConfigError("latency", latency, "a latency table predicts specs, not built "
+                          "modules; pass the spec", [True, False])
+    table = load_table(latency[4:])
+    if input_size is not None and tuple(input_size) != table.input_size:
+        raise ConfigError("input_size", list(input_size), f"the latency table {table.source} "
+                          "was measured at another input size", [list(table.input_size)])
+    batch = int(table.settings["batch"])
+    result, canon = _profile_spec(spec, table.input_size, batch, strict)
+    return replace(result, latency_ms=table.predict(canon), latency_repeats=None,
+                   device=f"{table.settings['device']} ({table.settings['runtime']}, table)")
 
 
 def _profile_spec(

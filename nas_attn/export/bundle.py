@@ -131,9 +131,9 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
                   ) -> None:
     import torch
 
+    from nas_attn import onnx_export as onnx_mod
     from nas_attn.arch import spec_hash
     from nas_attn.export import card as card_mod
-    from nas_attn.export import onnx as onnx_mod
     from nas_attn.export.loader import load
     from nas_attn.weights import save_weights
 
@@ -215,7 +215,7 @@ def export_bundle(
     last part; give it when the bundle is written in a staging folder and moved afterwards).
 
     Returns the bundle's absolute path. Raises ConfigError for bad input or an existing output
-    path without ``force``, :class:`~nas_attn.export.onnx.ExportError` (or its subclass
+    path without ``force``, :class:`~nas_attn.onnx_export.ExportError` (or its subclass
     ``OnnxMismatchError``) when the ONNX graph cannot be made or does not match PyTorch; in
     every failure case nothing is left at the output path.
     """

@@ -36,15 +36,40 @@ class StudyProposer:
         self.space = study.space
         self.input_size = tuple(self.space.default_input_size())
         self.need_latency = any(o.name == "latency_ms" for o in study.objectives)
+        self.latency = study.latency if self.need_latency else None
+        if self.latency is not None:  # refuse a table from another machine before any trial
+            from nas_attn.cost.latency_table import check_fingerprint, load_table
+            from nas_attn.cost.timing import fingerprint
+
+            table = load_table(self.latency.table)
+            s = table.settings
+            check_fingerprint(table, fingerprint(s["runtime"], s["device"], s["threads"]))
+
+    def _latency(self, spec: Any) -> float:
+        """The table's prediction; a missing cell is measured and added, or refused."""
+        from nas_attn.cost.latency_table import MissingCellsError, load_table
+
+        table = load_table(self.latency.table)
+        try:
+            return table.predict(spec)
+        except MissingCellsError:
+            if self.latency.missing != "measure":
+                raise
+            from nas_attn.latency import add_missing
+
+            return add_missing(table, spec).predict(spec)
 
     def __call__(self, trial: Any) -> Proposal:
         from nas_attn.arch import spec_hash
         from nas_attn.cost import profile
 
         spec = self.space.suggest(trial)
-        prof = profile(spec, input_size=self.input_size, latency=self.need_latency)
+        timed = self.need_latency and self.latency is None
+        prof = profile(spec, input_size=self.input_size, latency=timed)
         costs = {"flops": float(prof.flops), "params": float(prof.params)}
-        if self.need_latency and getattr(prof, "latency_ms", None) is not None:
+        if self.latency is not None:
+            costs["latency_ms"] = self._latency(spec)
+        elif timed and getattr(prof, "latency_ms", None) is not None:
             costs["latency_ms"] = float(prof.latency_ms)
         violations = self.space.check(spec, self.input_size)
         violation = "; ".join(str(v) for v in violations) or None

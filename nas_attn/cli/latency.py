@@ -1,0 +1,99 @@
+"""``nas-attn latency build|validate``: a measured latency table per device and runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nas_attn.cli import app, console
+
+latency_app = typer.Typer(help="Latency tables: time every cell of a space once, then predict.",
+                          no_args_is_help=True)
+app.add_typer(latency_app, name="latency")
+
+
+def _progress(description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[note]}"), console=console, transient=True)
+    task = bar.add_task(description, total=None, note="")
+
+    def update(done: int, total: int, note: str) -> None:
+        bar.update(task, completed=done, total=total, note=note)
+
+    return bar, update
+
+
+@latency_app.command("build")
+def build_cmd(
+    file: Annotated[Path, typer.Argument(help="search-space file or study file")],
+    runtime: Annotated[str, typer.Option("--runtime", help="torch or onnxruntime")
+                       ] = "onnxruntime",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="intra-op threads (fixed)")] = 1,
+    batch: Annotated[int, typer.Option("--batch", help="batch size of every timing")] = 1,
+    input_size: Annotated[tuple[int, int, int] | None, typer.Option(
+        "--input-size", help="C H W (default: the study's data, else the space's)")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed runs per cell")] = 10,
+    repeats: Annotated[int, typer.Option("--repeats", help="timed runs per cell (median)")] = 50,
+    calibrate: Annotated[int, typer.Option(
+        "--calibrate", help="whole networks timed to fit the correction")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the calibration specs")] = 0,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="table file (default: FILE's stem + .latency.json)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted build")
+                      ] = False,
+) -> None:
+    """Time every cell (stem, blocks with each choice, fusion stages, head) of a space."""
+    from nas_attn.latency import build_table
+    from nas_attn.study import load_space_or_study
+
+    space = load_space_or_study(file)
+    target = out or file.with_name(f"{file.stem}.{runtime}-{device}-t{threads}.latency.json")
+    bar, update = _progress("timing cells")
+    with bar:
+        table = build_table(space, target, runtime=runtime, device=device, threads=threads,
+                            batch=batch, input_size=input_size, warmup=warmup, repeats=repeats,
+                            calibrate=calibrate, seed=seed, resume=resume, progress=update)
+    c = table.correction
+    console.print(f"{len(table.cells)} cells, overhead {table.overhead_ms:.4f} ms per call, "
+                  f"correction {c['a']:+.4f} ms + {c['b']:.4f} x additive -> {target}")
+
+
+@latency_app.command("validate")
+def validate_cmd(
+    table_file: Annotated[Path, typer.Argument(help="latency table (from `latency build`)")],
+    file: Annotated[Path, typer.Option("--space", help="the space or study file it was built "
+                                       "for")],
+    specs: Annotated[int, typer.Option("--specs", help="random whole networks to time")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the specs (not the calibration's)")
+                    ] = 1,
+    as_json: Annotated[Path | None, typer.Option("--json", help="also write the report here")
+                       ] = None,
+) -> None:
+    """Time random whole networks end to end and report the prediction's error distribution."""
+    from nas_attn.cost.latency_table import check_fingerprint, load_table
+    from nas_attn.cost.timing import fingerprint
+    from nas_attn.files import write_atomically
+    from nas_attn.latency import validate_table
+    from nas_attn.study import load_space_or_study
+
+    table = load_table(table_file)
+    s = table.settings
+    check_fingerprint(table, fingerprint(s["runtime"], s["device"], s["threads"]))
+    space = load_space_or_study(file)
+    bar, update = _progress("timing networks")
+    with bar:
+        report = validate_table(table, space, specs, seed, progress=update)
+    m = report.summary()
+    console.print(f"{m['specs']} specs: {m['within_10pct']:.0%} within +-10 %, median |error| "
+                  f"{m['median_abs_error']:.1%}, p95 {m['p95_abs_error']:.1%}, max "
+                  f"{m['max_abs_error']:.1%}, mean error {m['mean_error']:+.1%}")
+    if as_json:
+        text = json.dumps({"table": str(table_file), "settings": dict(s),
+                           "fingerprint": dict(table.fingerprint), **report.to_dict()}, indent=1)
+        write_atomically(as_json, lambda tmp: tmp.write_text(text + "\n"))

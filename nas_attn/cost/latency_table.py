@@ -1,0 +1,151 @@
+"""A latency table: every cell of a search space timed once on one device and runtime.
+
+The file (JSON, ``format: nas-attn-latency/1``) holds the settings it was measured with
+(runtime, device, threads, batch, input size, warm-up and repeats), the fingerprint of the
+machine and runtime (:func:`nas_attn.cost.timing.fingerprint`), the space it covers, the
+per-call overhead of the runtime, the median and quartiles of every cell
+(:mod:`nas_attn.cost.cells`) and the correction fitted on whole networks.
+
+Prediction (:meth:`LatencyTable.predict`): a network runs its cells back to back in one call, so
+its latency is the sum of its cells' medians less the per-call overhead paid once per cell but
+only once per network, ``sum(cell) - (n - 1) * overhead``, then the table's correction
+``a + b * that`` (``a = 0, b = 1`` when none was fitted). A table is written atomically, so a
+file is whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nas_attn.cost.cells import Cell, spec_cells
+from nas_attn.errors import ConfigError
+
+FORMAT = "nas-attn-latency/1"
+SETTINGS = ("runtime", "device", "threads", "batch", "input_size", "warmup", "repeats")
+MISSING = ("refuse", "measure")
+
+
+class MissingCellsError(ConfigError):
+    """A spec has cells the table never measured."""
+
+    def __init__(self, source: str, cells: Sequence[Cell]) -> None:
+        self.cells = tuple(cells)
+        super().__init__(source, cells[0].label, f"{len(cells)} cell(s) of this spec are not in "
+                         "the latency table (measured for another space?); first missing",
+                         list(MISSING))
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    settings: Mapping[str, Any]
+    fingerprint: Mapping[str, Any]
+    cells: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    overhead_ms: float = 0.0
+    correction: Mapping[str, float] = field(default_factory=lambda: {"a": 0.0, "b": 1.0})
+    space: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""  # the file it was read from
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(self.settings["input_size"])  # type: ignore[return-value]
+
+    def missing(self, spec: Any) -> list[Cell]:
+        return [c for c in spec_cells(spec, self.input_size, self.settings["batch"])
+                if c.key not in self.cells]
+
+    def additive_ms(self, spec: Any) -> float:
+        """Sum of the cells' medians less the overhead counted once per extra cell."""
+        cells = spec_cells(spec, self.input_size, self.settings["batch"])
+        absent = [c for c in cells if c.key not in self.cells]
+        if absent:
+            raise MissingCellsError(self.source or "latency table", absent)
+        total = sum(float(self.cells[c.key]["median_ms"]) for c in cells)
+        return total - (len(cells) - 1) * self.overhead_ms
+
+    def predict(self, spec: Any) -> float:
+        """Predicted latency (ms) of ``spec`` on the table's device and runtime."""
+        a, b = float(self.correction.get("a", 0.0)), float(self.correction.get("b", 1.0))
+        return a + b * self.additive_ms(spec)
+
+    def with_cells(self, new: Mapping[str, Mapping[str, Any]]) -> LatencyTable:
+        return replace(self, cells={**self.cells, **new})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "settings": dict(self.settings),
+                "fingerprint": dict(self.fingerprint), "space": dict(self.space),
+                "overhead_ms": self.overhead_ms, "correction": dict(self.correction),
+                "cells": {k: dict(v) for k, v in sorted(self.cells.items())}}
+
+    def save(self, path: str | Path) -> Path:
+        from nas_attn.files import write_atomically
+
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+        return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _number(value: Any, field_name: str, positive: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+          and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ConfigError(field_name, value, "expected a finite number" +
+                          (" > 0" if positive else " >= 0"))
+    return float(value)
+
+
+def table_from_dict(data: Any, source: str) -> LatencyTable:
+    """A table from its JSON form; ConfigError naming the file and field when anything is off."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, type(data).__name__, "not a latency table (expected a mapping)")
+    if data.get("format") != FORMAT:
+        raise ConfigError(f"{source}: format", data.get("format"), "not a latency table",
+                          [FORMAT])
+    for key in ("settings", "fingerprint", "cells", "correction"):
+        if not isinstance(data.get(key), Mapping):
+            raise ConfigError(f"{source}: {key}", data.get(key), "missing or not a mapping")
+    settings = data["settings"]
+    absent = [k for k in SETTINGS if k not in settings]
+    if absent:
+        raise ConfigError(f"{source}: settings.{absent[0]}", None, "missing", SETTINGS)
+    for key, cell in data["cells"].items():
+        if not isinstance(cell, Mapping):
+            raise ConfigError(f"{source}: cells.{key}", cell, "not a mapping")
+        _number(cell.get("median_ms"), f"{source}: cells.{key}.median_ms", positive=True)
+    corr = {k: _number(data["correction"].get(k), f"{source}: correction.{k}") if k == "b"
+            else float(data["correction"].get(k, 0.0)) for k in ("a", "b")}
+    return LatencyTable(settings=dict(settings), fingerprint=dict(data["fingerprint"]),
+                        cells=dict(data["cells"]),
+                        overhead_ms=_number(data.get("overhead_ms", 0.0),
+                                            f"{source}: overhead_ms"),
+                        correction=corr, space=dict(data.get("space") or {}), source=source)
+
+
+def load_table(path: str | Path) -> LatencyTable:
+    """Read a latency table; a missing, truncated or corrupt file is a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError("latency table", str(path), f"cannot be read: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(str(path), None, f"not valid JSON (truncated or corrupt?): {e}"
+                          ) from None
+    return table_from_dict(data, str(path))
+
+
+def check_fingerprint(table: LatencyTable, current: Mapping[str, Any]) -> None:
+    """Refuse a table measured on another machine or runtime, naming both fingerprints."""
+    from nas_attn.cost.timing import fingerprint_difference
+
+    diff = fingerprint_difference(dict(table.fingerprint), dict(current))
+    if diff:
+        raise ConfigError(
+            f"{table.source or 'latency table'}: fingerprint", dict(table.fingerprint),
+            f"measured on another device or runtime (differs in {', '.join(diff)}); this "
+            f"machine is {dict(current)}; build a table here with `nas-attn latency build`")

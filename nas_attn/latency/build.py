@@ -1,0 +1,182 @@
+"""``nas-attn latency build``: time every cell a search space can produce, once.
+
+Cells (:mod:`nas_attn.cost.cells`) depend only on their own stage's choices, so the builder
+walks each stage's candidates with the other stages plain (every backbone of the space, every
+module with every hyperparameter value, every position, block selection, conv and fusion
+choice) instead of the product of the stages: 2 x 31 + 4 x 62 block cells for the quickstart's
+907,924 architectures. Then it times the runtime's per-call overhead and a few whole networks
+(calibration specs, seeded) and fits the correction ``measured = a + b * additive`` by least
+squares. Progress goes to ``FILE.partial`` every few cells (atomic writes), which ``--resume``
+continues (it is also written when the build is interrupted); the table itself is written
+once, whole, at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from nas_attn.cost.latency_table import LatencyTable, load_table
+from nas_attn.errors import ConfigError
+
+CHECKPOINT_EVERY = 16
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def stage_specs(space: Any) -> Iterator[Any]:
+    """Specs that together hold every cell of ``space``: each stage's candidates in turn, the
+    other stages plain, for every backbone. Refuses a space with an unstepped float range."""
+    from nas_attn.space import StageSpace
+
+    plain = StageSpace()
+    for i in range(len(space.stages)):
+        stage = space.stages[0] if space.tie_stages else space.stages[i]
+        if stage.size() == math.inf:
+            raise ConfigError(f"stages[{i}]", None, "a float range without a step has no finite "
+                              "set of cells: give it a step, or let the search measure missing "
+                              "cells (latency.missing: measure)")
+        stages = tuple(stage if k == i else plain for k in range(len(space.stages)))
+        for backbone in space.backbones:
+            sub = replace(space, backbones=(backbone,), stages=stages, tie_stages=False)
+            for point in sub.enumerate():
+                if point.spec is not None:
+                    yield point.spec
+
+
+def calibration_specs(space: Any, n: int, seed: int) -> list[Any]:
+    """``n`` distinct valid specs drawn from ``space`` with ``seed`` (fewer if it has fewer)."""
+    rng = random.Random(seed)
+    found: dict[str, Any] = {}
+    for _ in range(max(50, 20 * n)):
+        if len(found) >= n:
+            break
+        point = space.point(space.sample_params(rng))
+        if point.spec is not None:
+            found.setdefault(point.spec.hash, point.spec)
+    return list(found.values())
+
+
+def fit_correction(additive: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Least squares ``measured = a + b * additive`` (``a = 0, b = 1`` with under 2 points)."""
+    if len(additive) < 2 or len(set(additive)) < 2:
+        return {"a": 0.0, "b": 1.0}
+    mx, my = sum(additive) / len(additive), sum(measured) / len(measured)
+    sxx = sum((x - mx) ** 2 for x in additive)
+    b = sum((x - mx) * (y - my) for x, y in zip(additive, measured, strict=True)) / sxx
+    return {"a": my - b * mx, "b": b}
+
+
+def _start(out: Path, resume: bool, settings: Mapping[str, Any], fp: Mapping[str, Any],
+           space_info: Mapping[str, Any]) -> LatencyTable:
+    fresh = LatencyTable(settings=dict(settings), fingerprint=dict(fp), space=dict(space_info),
+                         source=str(out))
+    part = partial_path(out)
+    if not resume or not part.exists():
+        return fresh
+    done = load_table(part)
+    for name, have, want in (("settings", done.settings, settings),
+                             ("fingerprint", done.fingerprint, fp),
+                             ("space", done.space, space_info)):
+        if dict(have) != dict(want):
+            raise ConfigError(f"{part}: {name}", dict(have), "--resume continues a build with "
+                              f"the same {name}; this one has {dict(want)} (delete the file to "
+                              "start afresh)")
+    return replace(fresh, cells=dict(done.cells))
+
+
+def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", device: str = "cpu",
+                threads: int = 1, batch: int = 1, input_size: Sequence[int] | None = None,
+                warmup: int = 10, repeats: int = 50, calibrate: int = 10, seed: int = 0,
+                resume: bool = False,
+                progress: Callable[[int, int, str], None] | None = None) -> LatencyTable:
+    """Measure every cell of ``space`` and write the table to ``out`` (see the module doc)."""
+    from nas_attn.cost.cells import cells_with_modules
+    from nas_attn.cost.timing import check_settings, fingerprint, time_module
+
+    check_settings(runtime, device, threads)
+    for name, value in (("batch", batch), ("warmup", warmup), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name ==
+                                                                             "warmup" else 1):
+            raise ConfigError(name, value, "must be a whole number >= "
+                              + ("0" if name == "warmup" else "1"))
+    size = tuple(input_size or space.default_input_size())
+    out = Path(out)
+    settings = {"runtime": runtime, "device": device, "threads": threads, "batch": batch,
+                "input_size": list(size), "warmup": warmup, "repeats": repeats}
+    table = _start(out, resume, settings, fingerprint(runtime, device, threads),
+                   {"name": space.name, "hash": space.hash})
+    specs = list(stage_specs(space))
+    timed = dict(table.cells)
+    since = 0
+
+    def time_it(module: Any, shape: Sequence[int]) -> Any:
+        return time_module(module, shape, runtime=runtime, device=device, threads=threads,
+                           warmup=warmup, repeats=repeats)
+
+    try:
+        for n, spec in enumerate(specs):
+            if progress:
+                progress(n, len(specs), f"{len(timed)} cells")
+            for cell, module, shape in cells_with_modules(spec, size, batch, device="cpu"):
+                if cell.key in timed:
+                    continue
+                timed[cell.key] = {"desc": dict(cell.desc), **time_it(module, shape).to_dict()}
+                since += 1
+            if since >= CHECKPOINT_EVERY:  # kill -9 loses at most this many cells
+                table.with_cells(timed).save(partial_path(out))
+                since = 0
+    except BaseException:  # Ctrl-C or an error: keep every cell timed so far for --resume
+        if timed:
+            table.with_cells(timed).save(partial_path(out))
+        raise
+    table = table.with_cells(timed)
+    if progress:
+        progress(len(specs), len(specs), f"{len(timed)} cells; calibrating")
+    import torch
+
+    table = replace(table, overhead_ms=time_it(torch.nn.Identity(), (batch, *size)).median_ms)
+    measured, additive = [], []
+    for spec in calibration_specs(space, calibrate, seed):
+        measured.append(measure_spec(spec, table, time_it))
+        additive.append(table.additive_ms(spec))
+    table = replace(table, correction=fit_correction(additive, measured))
+    table.save(out)
+    partial_path(out).unlink(missing_ok=True)
+    return table
+
+
+def measure_spec(spec: Any, table: LatencyTable, time_it: Callable[[Any, Sequence[int]], Any]
+                 ) -> float:
+    """Median latency (ms) of the whole network of ``spec`` at the table's batch and size."""
+    from nas_attn.arch import build_model
+
+    shape = (table.settings["batch"], *table.input_size)
+    return float(time_it(build_model(spec).eval(), shape).median_ms)
+
+
+def add_missing(table: LatencyTable, spec: Any) -> LatencyTable:
+    """The table with every cell of ``spec`` it lacks measured now, with its own settings (the
+    caller checks the fingerprint first) and saved to the table's file."""
+    from nas_attn.cost.cells import cells_with_modules
+    from nas_attn.cost.timing import time_module
+
+    s = table.settings
+    new = {cell.key: {"desc": dict(cell.desc), **time_module(
+               module, shape, runtime=s["runtime"], device=s["device"], threads=s["threads"],
+               warmup=s["warmup"], repeats=s["repeats"]).to_dict()}
+           for cell, module, shape in cells_with_modules(spec, table.input_size, s["batch"],
+                                                         device="cpu")
+           if cell.key not in table.cells}
+    if not new:
+        return table
+    table = table.with_cells(new)
+    if table.source:
+        table.save(table.source)
+    return table
