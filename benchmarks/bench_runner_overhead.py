@@ -58,7 +58,7 @@ def bare(study_path: str, specs_path: str, threads: int) -> None:
     import dataclasses
 
     from nas_attn.data import load_dataset
-    from nas_attn.study import load_study
+    from nas_attn.search.study import load_study
     from nas_attn.train import TrainConfig, train_spec
 
     study = load_study(study_path)

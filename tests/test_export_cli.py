@@ -393,7 +393,7 @@ def test_summary_is_a_t_interval_and_costs_have_zero_width():
 
 
 def test_study_keep_checkpoints_key():
-    from nas_attn.study import SearchSettings
+    from nas_attn.search.study import SearchSettings
 
     assert SearchSettings().keep_checkpoints is True
     assert SearchSettings(keep_checkpoints=False).to_dict()["keep_checkpoints"] is False

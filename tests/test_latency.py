@@ -220,7 +220,7 @@ def _study(tmp_path: Path, table: Path, **latency) -> Path:
 
 
 def test_the_study_latency_section_is_checked(tmp_path):
-    from nas_attn.study import load_study
+    from nas_attn.search.study import load_study
 
     _, table = _table()
     table.save(tmp_path / "t.json")
@@ -243,7 +243,7 @@ def test_a_search_reads_latency_from_a_table_it_never_times(tmp_path):
     """The quickstart space with a latency_ms objective and a table built here (onnxruntime, as
     a user would): every trial's latency_ms is the table's prediction for its spec."""
     import nas_attn
-    from nas_attn.study import load_space_or_study
+    from nas_attn.search.study import load_space_or_study
 
     table = tmp_path / "qs.json"
     study = _study(tmp_path, table)

@@ -19,8 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas_attn"
 # Lowest first; each row is one rank. Keep this table and docs/architecture.md's in step.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "_imports", "files"),
-    ("registry", "yamlio", "config", "hparams", "pareto", "objectives", "weights",
-     "onnx_export"),
+    ("registry", "yamlio", "pareto", "weights", "onnx_export"),
+    ("objectives",),
+    ("config", "hparams"),
     ("modules",),
     ("backbones",),
     ("arch",),
@@ -28,7 +29,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train_state",),
     ("train",),
     ("space",),
-    ("study",),
     ("latency",),
     ("search",),
     ("viz",),

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quickstart_cut_down_runs_end_to_end(tmp_path):
     import nas_attn
-    from nas_attn.study import load_study
+    from nas_attn.search.study import load_study
 
     study = load_study(ROOT / "studies" / "quickstart.yaml")
     epochs = int(study.train.epochs)

@@ -223,7 +223,7 @@ def test_startup_trials_reach_the_model_samplers(name):
     ``--sampler`` without a startup model drops the study's value instead of failing."""
     from nas_attn.search.from_study import options_for
     from nas_attn.search.samplers import make_sampler
-    from nas_attn.study import SearchSettings
+    from nas_attn.search.study import SearchSettings
 
     assert make_sampler(name, 0, startup_trials=3)._n_startup_trials == 3
     assert make_sampler(name, 0)._n_startup_trials == 10  # Optuna's default
@@ -242,8 +242,8 @@ def test_learn_from_pruned_goes_from_the_study_to_the_runners_sampler(name, defa
     from nas_attn.search import runner
     from nas_attn.search.from_study import options_for
     from nas_attn.search.setup import SearchOptions, synthetic_setup
+    from nas_attn.search.study import SearchSettings
     from nas_attn.search.synthetic import SyntheticProblem
-    from nas_attn.study import SearchSettings
 
     def learns(opts):
         setup = synthetic_setup(SyntheticProblem(choices=4, epochs=1), "s", opts)

@@ -12,7 +12,7 @@ import yaml
 
 from nas_attn.cli import main
 from nas_attn.errors import ConfigError
-from nas_attn.study import load_study, parse_study
+from nas_attn.search.study import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))

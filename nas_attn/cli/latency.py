@@ -50,7 +50,7 @@ def build_cmd(
 ) -> None:
     """Time every cell (stem, blocks with each choice, fusion stages, head) of a space."""
     from nas_attn.latency import build_table
-    from nas_attn.study import load_space_or_study
+    from nas_attn.search.study import load_space_or_study
 
     space = load_space_or_study(file)
     target = out or file.with_name(f"{file.stem}.{runtime}-{device}-t{threads}.latency.json")
@@ -80,7 +80,7 @@ def validate_cmd(
     from nas_attn.cost.timing import fingerprint
     from nas_attn.files import write_atomically
     from nas_attn.latency import validate_table
-    from nas_attn.study import load_space_or_study
+    from nas_attn.search.study import load_space_or_study
 
     table = load_table(table_file)
     s = table.settings

@@ -37,8 +37,8 @@ def space_cmd(
 ) -> None:
     """Dry run: size, impossible combinations (grouped by reason), FLOPs and params range,
     constraint violations and sample specs. Trains nothing."""
+    from nas_attn.search.study import load_space_or_study
     from nas_attn.space import dry_run
-    from nas_attn.study import load_space_or_study
 
     space = load_space_or_study(file)
     r = dry_run(space, samples=samples, input_size=input_size, seed=seed,

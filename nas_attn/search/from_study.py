@@ -143,7 +143,7 @@ def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | Searc
     if isinstance(raw, Mapping) and "synthetic" in raw:
         return _synthetic_from_mapping(raw, overrides or {}, path)
     if isinstance(raw, Mapping) and "space_hash" in raw and "source" in raw:
-        from nas_attn.study import parse_study  # a resolved study.yaml from a run folder
+        from nas_attn.search.study import parse_study  # a resolved study.yaml from a run folder
 
         raw = {k: v for k, v in raw.items()
                if k not in ("space_hash", "source", "space_source")}
@@ -151,7 +151,7 @@ def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | Searc
         es.pop("rungs", None)
         raw["early_stopping"] = es
         return setup_from_study(parse_study(raw, path.parent, str(path)), overrides, str(path))
-    from nas_attn.study import load_study
+    from nas_attn.search.study import load_study
 
     return setup_from_study(load_study(path), overrides, str(path))
 
@@ -179,8 +179,8 @@ def _synthetic_from_mapping(raw: Mapping[str, Any], overrides: Mapping[str, Any]
 def _synthetic_objectives(raw: Any, path: Path) -> tuple[Objective, ...] | None:
     """A synthetic study's ``objectives:``, checked as a real study's are (``flops: maximize``
     is refused) and limited to the metrics the synthetic problem reports; None: the default."""
+    from nas_attn.search.study import _objectives
     from nas_attn.search.synthetic import METRICS
-    from nas_attn.study import _objectives
 
     if raw is None:
         return None
