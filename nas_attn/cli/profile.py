@@ -63,8 +63,8 @@ def profile_cmd(
             assert fv is not None
             out.update(flops=fv.flops, backbone_flops=fv.backbone_flops,
                        attention_flops=fv.attention_flops, by_op=fv.by_op,
-                       by_module=fv.by_module, unhandled=sorted(fv.unsupported))
-        out["counter"] = counter
+                       by_module=fv.by_module, unhandled=sorted(fv.unsupported),
+                       counter="fvcore")
         if by_module:
             assert fv is not None
             out["module_table"] = fv.table
