@@ -33,8 +33,7 @@ OBJS = DEFAULT_OBJECTIVES
 
 
 def test_one_objective_class_everywhere():
-    from nas_attn import study
-    from nas_attn.search import outcome, setup
+    from nas_attn.search import outcome, setup, study
     from nas_attn.viz import data
 
     assert study.Objective is outcome.Objective is setup.Objective is data.Objective is Objective

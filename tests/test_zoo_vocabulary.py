@@ -102,17 +102,17 @@ def test_an_unknown_name_lists_the_aliases_too():
 
 
 def _space(ca: object):
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
 
-    return SearchSpace.from_dict({"name": "s", **TINY, "stages": {"default": {
+    return parse_space({"name": "s", **TINY, "stages": {"default": {
         "attention": {"ca": ca, "eca": {"k_size": [3, "auto"]}}}}})
 
 
 def test_a_space_naming_aliases_is_the_space_naming_shared_names():
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
 
     by_alias = _space({"reduction": [8, 32]})
-    by_name = SearchSpace.from_dict({"name": "s", **TINY, "stages": {"default": {
+    by_name = parse_space({"name": "s", **TINY, "stages": {"default": {
         "attention": {"ca": {"rd_ratio": [0.125, 0.03125]},
                       "eca": {"kernel_size": [3, "auto"]}}}}})
     assert by_alias.to_dict() == by_name.to_dict() and by_alias.hash == by_name.hash
@@ -176,15 +176,15 @@ def test_the_canonical_form_of_old_specs_uses_the_shared_names():
 def test_space_hashes_written_before_the_rename_are_unchanged():
     """Search spaces (the shipped ones of the old code, and a run's resolved study.yaml) keep
     their hash, so a study fingerprinted by the old code still matches its space."""
-    from nas_attn.space import SearchSpace
+    from nas_attn.space import parse_space
     from nas_attn.yamlio import load_yaml
 
     cases = json.loads((LEGACY / "space_hashes.json").read_text())
     assert {c["file"] for c in cases} >= {"quickstart.yaml", "resnet18_cifar_zoo.yaml"}
     for case in cases:
-        assert SearchSpace.from_dict(case["space"]).hash == case["hash"], case["file"]
+        assert parse_space(case["space"]).hash == case["hash"], case["file"]
     resolved = load_yaml(LEGACY / "run" / "study.yaml")
-    space = SearchSpace.from_dict(resolved["space"])
+    space = parse_space(resolved["space"])
     assert space.hash == resolved["space_hash"]
     assert "rd_ratio" in json.dumps(space.to_dict())
 
