@@ -38,8 +38,8 @@ from ray.tune.search import Searcher
 from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
 from nas_attn.files import write_atomically
+from nas_attn.search.bookkeeping import TrialBookkeeping
 from nas_attn.search.outcome import COMPLETE, FAIL, Objective, Outcome, is_finite_number
-from nas_attn.search.searcher import TrialBookkeeping
 
 if TYPE_CHECKING:
     from nas_attn.ablation.config import AblationConfig
