@@ -138,7 +138,8 @@ def _study(tmp_path, directions=("maximize", "minimize")):
 
 def test_searchers_share_one_base_for_pickling_and_open_trials(tmp_path):
     from nas_attn.ablation.run import JobSearcher
-    from nas_attn.search.searcher import AskTellSearcher, TrialBookkeeping
+    from nas_attn.search.bookkeeping import TrialBookkeeping
+    from nas_attn.search.searcher import AskTellSearcher
 
     problem = SyntheticProblem(choices=3, epochs=1)
     study = _study(tmp_path)

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas_attn.search import runner
+from nas_attn.search import execution, runner
 from nas_attn.search import storage as st
 from nas_attn.search.outcome import Objective
 from nas_attn.search.runner import open_study, reconcile
@@ -124,7 +124,7 @@ def test_duplicates_of_a_reusable_result_are_still_reused():
 @pytest.fixture
 def no_ray(monkeypatch):
     """The runner without Ray: ``_execute`` is replaced by each test."""
-    monkeypatch.setattr(runner, "ray_runtime", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(execution, "ray_runtime", lambda *a, **k: contextlib.nullcontext())
 
 
 class _Searcher:

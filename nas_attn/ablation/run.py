@@ -39,9 +39,9 @@ from nas_attn.ablation.config import ABLATION_JSON, ABLATION_YAML, read_config
 from nas_attn.errors import ConfigError
 from nas_attn.files import write_atomically
 from nas_attn.objectives import Objective, is_finite_number, name_metrics
+from nas_attn.search.bookkeeping import TrialBookkeeping
 from nas_attn.search.outcome import COMPLETE, FAIL, Outcome
 from nas_attn.search.ownership import ask_owned
-from nas_attn.search.searcher import TrialBookkeeping
 
 if TYPE_CHECKING:
     from nas_attn.ablation.config import AblationConfig

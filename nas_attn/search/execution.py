@@ -10,7 +10,7 @@
   with the callbacks every runner needs: the error relay (a failed trial's reason to the
   searcher) and the placement recorder (node and ``CUDA_VISIBLE_DEVICES`` of each trial).
 
-The searchers it drives derive from :class:`nas_attn.search.searcher.TrialBookkeeping`; this
+The searchers it drives derive from :class:`nas_attn.search.bookkeeping.TrialBookkeeping`; this
 module only calls that class's public methods.
 """
 
