@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas_attn import train_state
 from nas_attn.config import (
     check_bool,
     check_choice,
@@ -365,8 +366,9 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
     stopped, step, start_epoch = False, 0, 0
     t_start = time.perf_counter()
     if resume_state is not None:
-        start_epoch, step = _restore(resume_state, cfg, steps_per_epoch, model, opt, scaler, gen,
-                                     device, history)
+        start_epoch, step, done = train_state.restore(resume_state, cfg, steps_per_epoch, model,
+                                                      opt, scaler, gen, device)
+        history.extend(EpochResult(**e) for e in done)
         t_start -= history[-1].elapsed_s if history else 0.0
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         model.train()
@@ -417,8 +419,8 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
                           steps_per_epoch * bs / max(train_s, 1e-9))
         history.append(res)
         if on_state is not None and epoch in save_state_at and epoch < cfg.epochs:
-            on_state(_snapshot(cfg, epoch, step, steps_per_epoch, model, opt, scaler, gen,
-                               device, history))
+            on_state(train_state.snapshot(cfg, epoch, step, steps_per_epoch, model, opt,
+                                          scaler, gen, device, [vars(e) for e in history]))
         if callback is not None and callback(res) is False:
             stopped = epoch < cfg.epochs
             break
@@ -440,44 +442,3 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
         spec=canon,
         num_params=num_params,
     )
-
-
-def _snapshot(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int, model: nn.Module,
-              opt: Any, scaler: Any, gen: torch.Generator, device: torch.device,
-              history: list[EpochResult]) -> dict[str, Any]:
-    """The state after ``epoch`` (format: :mod:`nas_attn.train_state`)."""
-    import torch
-
-    from nas_attn import train_state
-
-    return {
-        "format": train_state.FORMAT, "version": train_state.VERSION,
-        "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch,
-        "recipe": train_state.recipe(cfg),
-        "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "generator": gen.get_state(), "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "history": [vars(e) for e in history],
-    }
-
-
-def _restore(state: Mapping[str, Any], cfg: TrainConfig, steps_per_epoch: int, model: nn.Module,
-             opt: Any, scaler: Any, gen: torch.Generator, device: torch.device,
-             history: list[EpochResult]) -> tuple[int, int]:
-    """Load a :func:`_snapshot` into the live objects; returns (epoch, step) to go on from."""
-    import torch
-
-    from nas_attn.train_state import check_resumable
-
-    epoch = check_resumable(state, cfg, steps_per_epoch)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.load_state_dict(state["scaler"])
-    gen.set_state(state["generator"])
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and state.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
-    history.extend(EpochResult(**e) for e in state["history"])
-    return epoch, int(state["step"])

@@ -84,3 +84,38 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError("resume_state", str(path), f"not a {FORMAT} file")
     return state
+
+
+def snapshot(cfg: Any, epoch: int, step: int, steps_per_epoch: int, model: Any, opt: Any,
+             scaler: Any, gen: Any, device: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The state of a live training after ``epoch`` (``history``: its epochs as dicts)."""
+    import torch
+
+    return {
+        "format": FORMAT, "version": VERSION,
+        "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch,
+        "recipe": recipe(cfg),
+        "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "generator": gen.get_state(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "history": list(history),
+    }
+
+
+def restore(state: Mapping[str, Any], cfg: Any, steps_per_epoch: int, model: Any, opt: Any,
+            scaler: Any, gen: Any, device: Any) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load a :func:`snapshot` into the live objects; returns the epoch and step to go on from
+    and the epoch history so far (as dicts)."""
+    import torch
+
+    epoch = check_resumable(state, cfg, steps_per_epoch)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    return epoch, int(state["step"]), list(state["history"])

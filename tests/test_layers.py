@@ -171,3 +171,12 @@ def test_imports_under_type_checking_are_left_out_and_lazy_ones_kept(tmp_path, m
     monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
     assert _imports(source) == {"nas_attn.errors", "nas_attn.errors.ConfigError",
                                 "nas_attn", "nas_attn.search"}
+
+
+MAX_LINES = 450  # small files with one purpose (docs/architecture.md)
+
+
+def test_no_file_in_the_package_is_over_the_line_limit():
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these by purpose (limit {MAX_LINES} lines)"

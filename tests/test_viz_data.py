@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from nas_attn.viz import data as vd
+from nas_attn.viz import describe, meta
 
 OBJECTIVES = [["val_accuracy", "maximize"], ["flops", "minimize"]]
 STUDY = "viz-test"
@@ -116,22 +117,22 @@ def test_objectives_from_run_json_and_from_study(study):
 
 def test_run_meta_names_the_sampler_its_startup_and_what_it_learns_from(study):
     info = {"sampler": "gp", "seed": 7}
-    assert vd.run_meta(study, info).sampler == "gp"
+    assert meta.run_meta(study, info).sampler == "gp"
     info["options"] = {"sampler": "gp", "startup_trials": 5}
-    assert vd.run_meta(study, info).sampler == "gp (5 random startup trials)"
+    assert meta.run_meta(study, info).sampler == "gp (5 random startup trials)"
     info["options"]["startup_trials"] = None  # Optuna's default: nothing to say
-    assert vd.run_meta(study, info).sampler == "gp"
+    assert meta.run_meta(study, info).sampler == "gp"
     info["options"]["learn_from_pruned"] = None  # the default: gp learns, tpe does not
-    assert vd.run_meta(study, info).sampler == "gp (learns from stopped trials)"
+    assert meta.run_meta(study, info).sampler == "gp (learns from stopped trials)"
     info["options"]["startup_trials"] = 5
-    assert vd.run_meta(study, info).sampler == (
+    assert meta.run_meta(study, info).sampler == (
         "gp (5 random startup trials; learns from stopped trials)")
     info["options"]["learn_from_pruned"] = False
-    assert vd.run_meta(study, info).sampler == "gp (5 random startup trials)"
+    assert meta.run_meta(study, info).sampler == "gp (5 random startup trials)"
     tpe = {"sampler": "tpe", "options": {"sampler": "tpe", "learn_from_pruned": None}}
-    assert vd.run_meta(study, tpe).sampler == "tpe"
+    assert meta.run_meta(study, tpe).sampler == "tpe"
     tpe["options"]["learn_from_pruned"] = True
-    assert vd.run_meta(study, tpe).sampler == "tpe (learns from stopped trials)"
+    assert meta.run_meta(study, tpe).sampler == "tpe (learns from stopped trials)"
 
 
 def test_records(recs):
@@ -147,13 +148,13 @@ def test_records(recs):
 
 
 def test_describe_spec_names_module_position_and_settings():
-    assert vd.describe_spec(SPECS[1]) == (
+    assert describe.describe_spec(SPECS[1]) == (
         "tiny", "stage0: eca(k_size=auto) @ post_add", "stage1: se(rd_ratio=0.0625) @ post_bn",
         "stage2: conv rfaconv")
     stage = {**_stage(SE), "blocks": [1], "fusion": {"type": "sda", "pool": "max"}}
-    assert vd.describe_stage(2, stage) == (
+    assert describe.describe_stage(2, stage) == (
         "stage2: se(rd_ratio=0.0625) @ post_bn blocks [1] · fusion sda(pool=max)")
-    assert vd.describe_spec(None) == ("(no spec recorded)",)
+    assert describe.describe_spec(None) == ("(no spec recorded)",)
 
 
 def test_pareto_data(recs):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.viz import data as vd
+from nas_attn.viz.meta import RunMeta, run_meta
 
 FIGURE_IDS = ("pareto", "hypervolume", "attribution", "parallel", "curves")
 
@@ -27,7 +28,7 @@ FIGURE_IDS = ("pareto", "hypervolume", "attribution", "parallel", "curves")
 class Dashboard:
     """Every data object of the page (the pure part; :func:`figures` draws them)."""
 
-    meta: vd.RunMeta
+    meta: RunMeta
     records: tuple[vd.TrialRecord, ...]
     pareto: vd.ParetoData
     hypervolume: vd.HypervolumeData
@@ -47,7 +48,7 @@ def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | N
     run's cost ``limits``, see :func:`nas_attn.search.results.run_limits`)."""
     from nas_attn.objectives import study_reference
 
-    meta = vd.run_meta(study, info, study_yaml)
+    meta = run_meta(study, info, study_yaml)
     objs = meta.objectives
     recs = tuple(vd.records(study, objs, curves))
     if reference is None:

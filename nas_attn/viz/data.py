@@ -40,11 +40,11 @@ from typing import Any
 from nas_attn.objectives import ACCURACY, COMPLETE, COSTS, FLOPS, Entry, Objective
 from nas_attn.objectives import is_finite_number as _finite
 from nas_attn.objectives import objectives_of as _objectives_of
+from nas_attn.viz.describe import NO_ATTENTION, describe_spec, hover_text, stage_modules
 
 PRUNED, FAIL, RUNNING = "PRUNED", "FAIL", "RUNNING"
 FINISHED = (COMPLETE, PRUNED, FAIL)
 INTERMEDIATE = "intermediate"
-NO_ATTENTION = "none"
 
 
 @dataclass(frozen=True)
@@ -64,22 +64,6 @@ class TrialRecord:
     seconds: float | None = None
     reused: bool = False
     attrs: Mapping[str, Any] = field(default_factory=dict)  # costs + objectives by name
-
-
-@dataclass(frozen=True)
-class RunMeta:
-    study_name: str
-    objectives: tuple[Objective, ...]
-    run_id: str | None = None
-    status: str | None = None
-    seed: int | None = None
-    sampler: str | None = None
-    storage: str | None = None
-    requested_trials: int | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    versions: Mapping[str, str] = field(default_factory=dict)
-    study_yaml: str | None = None
 
 
 # -- objectives and records ---------------------------------------------------------------
@@ -177,86 +161,6 @@ def state_counts(recs: Iterable[TrialRecord]) -> dict[str, int]:
     for r in recs:
         out[r.state] = out.get(r.state, 0) + 1
     return out
-
-
-# -- describing an architecture -----------------------------------------------------------
-
-
-def _module(choice: Any) -> str:
-    if not isinstance(choice, Mapping):
-        return str(choice)
-    hp = ", ".join(f"{k}={_short(v)}" for k, v in choice.items() if k != "type")
-    return f"{choice.get('type')}({hp})" if hp else str(choice.get("type"))
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(_short(x) for x in v) + "]"
-    return str(v)
-
-
-def stage_modules(stage: Mapping[str, Any]) -> dict[str, str]:
-    """``{"attention", "position", "conv", "fusion"}`` type names of one stage of a spec."""
-    att = stage.get("attention")
-    conv = stage.get("conv", "standard")
-    fusion = stage.get("fusion", "none")
-    return {
-        "attention": att.get("type") if isinstance(att, Mapping) else NO_ATTENTION,
-        "position": str(stage.get("position")) if isinstance(att, Mapping) else "-",
-        "conv": conv.get("type") if isinstance(conv, Mapping) else str(conv or "standard"),
-        "fusion": fusion.get("type") if isinstance(fusion, Mapping) else str(fusion or "none"),
-    }
-
-
-def describe_stage(i: int, stage: Mapping[str, Any]) -> str:
-    """One line per stage: module with settings, position, blocks, conv and fusion."""
-    att = stage.get("attention")
-    parts = []
-    if isinstance(att, Mapping):
-        text = f"{_module(att)} @ {stage.get('position')}"
-        blocks = stage.get("blocks", "all")
-        if blocks != "all":
-            text += f" blocks {_short(blocks)}"
-        parts.append(text)
-    conv, fusion = stage.get("conv", "standard"), stage.get("fusion", "none")
-    if isinstance(conv, Mapping) or conv not in ("standard", None):
-        parts.append(f"conv {_module(conv)}")
-    if isinstance(fusion, Mapping) or fusion not in ("none", None):
-        parts.append(f"fusion {_module(fusion)}")
-    return f"stage{i}: " + (" · ".join(parts) if parts else "plain")
-
-
-def describe_spec(spec: Mapping[str, Any] | None) -> tuple[str, ...]:
-    if not spec:
-        return ("(no spec recorded)",)
-    head = str(spec.get("backbone", "?"))
-    return (head, *(describe_stage(i, s) for i, s in enumerate(spec.get("stages") or [])))
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if abs(v) >= 1e9:
-        return f"{v / 1e9:.4g}G"
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:.4g}M"
-    if abs(v) >= 1e3:
-        return f"{v / 1e3:.4g}k"
-    return f"{v:.4g}"
-
-
-def hover_text(r: TrialRecord, acc_name: str, cost_name: str) -> str:
-    """The hover label of one trial (HTML line breaks, as plotly expects)."""
-    head = f"#{r.number} {r.state}" + (" (reused)" if r.reused else "")
-    lines = [head, f"{acc_name} {_fmt(r.accuracy)} · {cost_name} {_fmt(r.cost)}"]
-    if r.epochs is not None:
-        lines.append(f"epochs {r.epochs}")
-    if r.fail_reason:
-        lines.append(f"fail: {r.fail_reason}")
-    lines.extend(describe_spec(r.spec))
-    return "<br>".join(lines)
 
 
 # -- Pareto plot --------------------------------------------------------------------------
@@ -516,33 +420,3 @@ def table_rows(recs: Sequence[TrialRecord], front: Iterable[int] = ()) -> list[d
             "spec_hash": r.spec_hash or "",
         })
     return rows
-
-
-# -- run metadata -------------------------------------------------------------------------
-
-
-def run_meta(study: Any, info: Mapping[str, Any] | None = None,
-             study_yaml: str | None = None) -> RunMeta:
-    info = info or {}
-    from nas_attn.search.samplers import learns_from_pruned
-
-    sampler = info.get("sampler")
-    options = info.get("options") or {}
-    notes = []
-    if options.get("startup_trials") is not None:
-        notes.append(f"{options['startup_trials']} random startup trials")
-    # runs before search.learn_from_pruned existed have no key: their GP ignored PRUNED trials
-    if "learn_from_pruned" in options and learns_from_pruned(sampler,
-                                                             options["learn_from_pruned"]):
-        notes.append("learns from stopped trials")
-    if sampler and notes:
-        sampler = f"{sampler} ({'; '.join(notes)})"
-    return RunMeta(
-        study_name=str(info.get("study_name") or study.study_name),
-        objectives=objectives_of(study, info),
-        run_id=info.get("run_id"), status=info.get("status"), seed=info.get("seed"),
-        sampler=sampler, storage=info.get("storage"),
-        requested_trials=info.get("requested_trials"), started_at=info.get("started_at"),
-        ended_at=info.get("ended_at"), versions=dict(info.get("versions") or {}),
-        study_yaml=study_yaml,
-    )
