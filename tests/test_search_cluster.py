@@ -166,7 +166,7 @@ def test_local_runtime_listens_on_loopback_only():
     from nas_attn.search.execution import start_ray
 
     assert not ray.is_initialized()
-    assert start_ray(None, 1, True)
+    assert start_ray(None, 1)
     try:
         import psutil  # Ray ships it (ray/thirdparty_files)
 

@@ -399,7 +399,7 @@ def _run(cfg: AblationConfig, design: Design, jobs: Sequence[Job],
                       f"{len(todo)}", highlight=False)
     try:
         if todo:
-            with ex.ray_runtime(address, num_cpus, quiet, num_gpus):
+            with ex.ray_runtime(address, num_cpus, num_gpus):
                 on_event = _progress(None if quiet else console, len(jobs), len(done))
                 _, interrupted = _execute(cfg, todo, costs, study, run_dir, run_id, on_event,
                                           info)

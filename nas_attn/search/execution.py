@@ -48,8 +48,8 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def start_ray(address: str | None, num_cpus: int | None, quiet: bool,
-              num_gpus: float | None = None) -> bool:
+def start_ray(address: str | None, num_cpus: int | None, num_gpus: float | None = None
+              ) -> bool:
     """Join ``address`` or start a local runtime on 127.0.0.1; True when this call started Ray.
 
     A local runtime gets ``num_cpus`` (default: all) and ``num_gpus`` logical GPUs (default:
@@ -83,10 +83,10 @@ def start_ray(address: str | None, num_cpus: int | None, quiet: bool,
 
 
 @contextlib.contextmanager
-def ray_runtime(address: str | None, num_cpus: int | None, quiet: bool,
-                num_gpus: float | None = None) -> Iterator[None]:
+def ray_runtime(address: str | None, num_cpus: int | None, num_gpus: float | None = None
+                ) -> Iterator[None]:
     """:func:`start_ray` for the block; shuts Ray down afterwards if this call started it."""
-    started = start_ray(address, num_cpus, quiet, num_gpus)
+    started = start_ray(address, num_cpus, num_gpus)
     try:
         yield
     finally:

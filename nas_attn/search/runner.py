@@ -151,7 +151,8 @@ class SharedDone:
         self.seen[spec_hash] = trial
 
     def __contains__(self, spec_hash: object) -> bool:
-        return spec_hash in self.seen
+        """As :meth:`get`: a hash another driver finished counts as present."""
+        return isinstance(spec_hash, str) and self.get(spec_hash) is not None
 
 
 def segment_seed(seed: int, n_trials: int, run_id: str, shared: bool) -> int:
@@ -207,7 +208,7 @@ def _resources(options: SearchOptions) -> ex.TrialResources:
 
 
 def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target: int,
-             quiet: bool, progress: Any, shared: bool = False,
+             progress: Any, shared: bool = False,
              info: dict[str, Any] | None = None) -> tuple[Any, bool]:
     """One Tuner over ``target`` more trials. Returns (searcher, interrupted)."""
     from nas_attn.search.gpu_packing import guard, share_of
@@ -341,8 +342,8 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     interrupted, stop_reason, error = False, None, None
     try:
         if target > 0:
-            with ex.ray_runtime(address, num_cpus, quiet, num_gpus), progress:
-                searcher, interrupted = _execute(setup, study, run_dir, run_id, target, quiet,
+            with ex.ray_runtime(address, num_cpus, num_gpus), progress:
+                searcher, interrupted = _execute(setup, study, run_dir, run_id, target,
                                                  progress, shared, info)
             stop_reason = searcher.stop_reason
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's handler: SystemExit)

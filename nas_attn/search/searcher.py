@@ -225,7 +225,7 @@ class AskTellSearcher(TrialBookkeeping):
         earlier = self._done.get(proposal.spec_hash)
         resume = self._resume_epoch(earlier)
         if earlier is not None and not resume:
-            self._reuse(trial, proposal, earlier)
+            self._reuse(trial, earlier)
             return None
         if proposal.spec_hash in self._in_flight:
             self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
@@ -303,7 +303,7 @@ class AskTellSearcher(TrialBookkeeping):
         for k, v in proposal.costs.items():
             trial.set_user_attr(k, float(v))
 
-    def _reuse(self, trial: Any, proposal: Proposal, earlier: Any) -> None:
+    def _reuse(self, trial: Any, earlier: Any) -> None:
         out = outcome_of(earlier)
         attrs = {**out.attrs, "reused": True, "reused_from": earlier.number, "counts": True}
         self._tell(trial, Outcome(out.state, out.values, attrs))
@@ -334,8 +334,8 @@ class AskTellSearcher(TrialBookkeeping):
             remember(self._done, h, frozen)
         parked = self._parked.pop(h, [])
         if frozen is not None and reusable(frozen):
-            for trial, proposal in parked:
-                self._reuse(trial, proposal, frozen)
+            for trial, _ in parked:
+                self._reuse(trial, frozen)
         else:  # a failure that may not last (error, oom, ...): the duplicates are trained
             self._retry.extend(parked)
 
