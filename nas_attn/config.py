@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from nas_attn.errors import ConfigError
+from nas_attn.objectives import is_finite_number
 
 C = TypeVar("C")
 
@@ -50,8 +51,9 @@ def check_float(value: Any, field: str, low: float | None = None, high: float | 
                 low_open: bool = False, none_ok: bool = False) -> None:
     if value is None and none_ok:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ConfigError(field, value, "expected a number" + (" or null" if none_ok else ""))
+    if not is_finite_number(value):
+        raise ConfigError(field, value, "expected a finite number"
+                          + (" or null" if none_ok else ""))
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(field, value, f"must be {'>' if low_open else '>='} {low}")
     if high is not None and value > high:

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas_attn.config import check_bool, check_float, check_int
 from nas_attn.errors import ConfigError
 from nas_attn.objectives import (
     DEFAULT_OBJECTIVES,
     DIRECTIONS,
     OBJECTIVES,
     Objective,
-    is_finite_number,
 )
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
@@ -86,17 +86,17 @@ class SearchSettings:
     learn_from_pruned: bool | None = None
 
     def __post_init__(self) -> None:
-        _check_bool(self.keep_checkpoints, "search.keep_checkpoints")
-        _check_int(self.trials, "search.trials", 1)
+        check_bool(self.keep_checkpoints, "search.keep_checkpoints")
+        check_int(self.trials, "search.trials", low=1)
         if self.sampler not in SAMPLERS:
             raise ConfigError("search.sampler", self.sampler, "unknown sampler", SAMPLERS)
         check_startup_trials(self.sampler, self.startup_trials)
         check_learn_from_pruned(self.sampler, self.learn_from_pruned)
-        _check_int(self.seed, "search.seed", 0)
+        check_int(self.seed, "search.seed", low=0)
         if self.max_concurrent is not None:
-            _check_int(self.max_concurrent, "search.max_concurrent", 1)
-        _check_number(self.cpus_per_trial, "search.cpus_per_trial", positive=True)
-        _check_number(self.gpus_per_trial, "search.gpus_per_trial", positive=False)
+            check_int(self.max_concurrent, "search.max_concurrent", low=1)
+        check_float(self.cpus_per_trial, "search.cpus_per_trial", low=0, low_open=True)
+        check_float(self.gpus_per_trial, "search.gpus_per_trial", low=0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -332,25 +332,6 @@ def _from_mapping(cls: type, raw: Any, field: str) -> Any:
         if k not in names:
             raise ConfigError(f"{field}.{k}", k, "unknown key", names)
     return cls(**dict(raw))
-
-
-def _check_int(v: Any, field: str, low: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(field, v, "expected an integer")
-    if v < low:
-        raise ConfigError(field, v, f"must be >= {low}")
-
-
-def _check_bool(v: Any, field: str) -> None:
-    if not isinstance(v, bool):
-        raise ConfigError(field, v, "expected a boolean", [True, False])
-
-
-def _check_number(v: Any, field: str, positive: bool) -> None:
-    if not is_finite_number(v):
-        raise ConfigError(field, v, "expected a number")
-    if (v <= 0) if positive else (v < 0):
-        raise ConfigError(field, v, "must be > 0" if positive else "must be >= 0")
 
 
 def load_space_or_study(path: str | Path) -> Any:
