@@ -154,3 +154,18 @@ def test_fingerprint_mismatch_refused_and_identical_rerun_continues(tmp_path):
 
     df = nas_attn.load_run(out).trials
     assert df["counts"].sum() == 6 and df["run_id"].nunique() == 2
+
+
+def test_duplicates_waiting_on_a_transient_failure_are_trained_through_ray(tmp_path):
+    """One architecture that always fails with oom, two trials at a time: every trial is
+    trained (on main five of six were told the copied failure, ``reused``)."""
+    import nas_attn
+
+    problem = SyntheticProblem(choices=1, epochs=1, faults={0: "oom"}, epoch_seconds=0.3)
+    setup = synthetic_setup(problem, "transient", SearchOptions(
+        trials=4, sampler="random", seed=0, max_concurrent=2))
+    s = run_search(setup, out=tmp_path / "run", quiet=True, num_cpus=2)
+    assert (s.status, s.finished, s.reused) == ("finished", 4, 0)
+    df = nas_attn.load_run(tmp_path / "run").trials
+    assert list(df["fail_reason"]) == ["oom"] * 4
+    assert not df["reused"].fillna(False).astype(bool).any()
