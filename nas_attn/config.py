@@ -8,7 +8,7 @@ valid ones, so a misspelt setting never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from nas_attn.errors import ConfigError
@@ -68,3 +68,24 @@ def check_bool(value: Any, field: str) -> None:
 def check_choice(value: Any, field: str, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise ConfigError(field, value, "unknown value", choices)
+
+
+def parse_seeds(value: Any, field: str = "seeds", first: int = 0) -> tuple[int, ...]:
+    """What ``--seeds`` means in every command: ``K`` -> K seeds counting from ``first`` (the
+    command's base seed: 0 for an ablation, the study's seed for an export); a list (or
+    ``"0,3,7"``) -> exactly those seeds, distinct, >= 0."""
+    if isinstance(value, str):
+        try:
+            value = [int(s) for s in value.split(",")] if "," in value else int(value)
+        except ValueError:
+            raise ConfigError(field, value, "expected a count K or a list of seeds") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(field, value, "need at least one seed (2+ for any statistics)")
+        return tuple(range(first, first + value))
+    if (isinstance(value, Sequence) and value
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        if len(set(value)) != len(value):
+            raise ConfigError(field, list(value), "duplicate seed")
+        return tuple(int(s) for s in value)
+    raise ConfigError(field, value, "expected a count K or a non-empty list of seeds >= 0")

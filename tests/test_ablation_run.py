@@ -15,7 +15,6 @@ import yaml
 from nas_attn.ablation.config import (
     AblationConfig,
     config_from_file,
-    parse_seeds,
     resolve_base,
 )
 from nas_attn.errors import ConfigError
@@ -122,6 +121,9 @@ def test_base_errors_name_the_problem(tmp_path):
 
 
 def test_parse_seeds():
+    from nas_attn.config import parse_seeds
+
+    assert parse_seeds(2, first=5) == (5, 6)
     assert parse_seeds(3) == (0, 1, 2)
     assert parse_seeds("2") == (0, 1)
     assert parse_seeds("0,3,7") == (0, 3, 7)
@@ -364,7 +366,13 @@ def test_resume_skips_finished_jobs_and_retrains_orphans(ablation_run, tmp_path)
     assert [t.user_attrs["job"] for t in orphaned] == [3]
     again = resume_ablation(run, num_cpus=2, quiet=True)  # nothing left: no Ray at all
     assert (again.skipped, again.complete) == (6, 6)
-    with pytest.raises(ConfigError, match="--resume"):  # an ablation folder is no BASE
+    from nas_attn.cli import main  # one way to resume: the same command as for a search
+
+    assert main(["resume", str(run), "--num-cpus", "2", "-q"]) == 0
+    assert list(nas_attn.load_ablation(run).set_index("job")["number"]) == list(after["number"])
+    assert main(["resume", str(run), "--retry-failed", "-q"]) == 0
+    assert main(["resume", str(tmp_path), "--retry-failed"]) == 2  # not an ablation folder
+    with pytest.raises(ConfigError, match="nas-attn resume"):  # an ablation folder is no BASE
         resolve_base(run)
     with pytest.raises(ConfigError, match="already holds an ablation"):
         from nas_attn.ablation.run import run_ablation

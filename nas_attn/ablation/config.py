@@ -122,7 +122,7 @@ def resolve_base(path: str | Path, trial: int | None = None) -> BaseSource:
     if p.is_dir():
         if (p / ABLATION_JSON).exists():
             raise ConfigError("BASE", str(p), "an ablation run folder: finish it with "
-                              f"nas-attn ablate --resume {p}", BASE_KINDS)
+                              f"nas-attn resume {p}", BASE_KINDS)
         if (p / "run.json").exists():
             return _from_run(p, trial)
         if trial is not None:
@@ -160,25 +160,6 @@ def _train_fields() -> tuple[dataclasses.Field, ...]:
     from nas_attn.train import TrainConfig
 
     return dataclasses.fields(TrainConfig)
-
-
-def parse_seeds(value: Any, field: str = "seeds") -> tuple[int, ...]:
-    """``K`` -> seeds 0..K-1; a list (or ``"0,3,7"``) -> those seeds, distinct, >= 0."""
-    if isinstance(value, str):
-        try:
-            value = [int(s) for s in value.split(",")] if "," in value else int(value)
-        except ValueError:
-            raise ConfigError(field, value, "expected a count K or a list of seeds") from None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigError(field, value, "need at least one seed (2+ for any statistics)")
-        return tuple(range(value))
-    if (isinstance(value, Sequence) and value
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
-        if len(set(value)) != len(value):
-            raise ConfigError(field, list(value), "duplicate seed")
-        return tuple(int(s) for s in value)
-    raise ConfigError(field, value, "expected a count K or a non-empty list of seeds >= 0")
 
 
 def _factors(value: Any) -> list[str] | dict[str, list[Any] | None] | None:
@@ -227,6 +208,8 @@ class AblationConfig:
             raise ConfigError("--design", self.design, "unknown design", DESIGNS)
         if self.report not in REPORTS:
             raise ConfigError("--report", self.report, "unknown metric to report", REPORTS)
+        from nas_attn.config import parse_seeds
+
         object.__setattr__(self, "seeds", parse_seeds(self.seeds))
         object.__setattr__(self, "factors", _factors(self.factors))
         if self.design in ("ofat", "factorial") and not self.factors:

@@ -15,7 +15,7 @@ hands out the fixed job list and records each job as one Optuna trial (user attr
 ``arm``, ``seed``, ``spec_hash``, the metrics; COMPLETE, or FAIL with ``fail_reason``) in the
 SQLite storage ``study.db`` of the run folder.
 
-Resume (``nas-attn ablate --resume RUN_DIR``): this run's trials still RUNNING (their driver
+Resume (``nas-attn resume RUN_DIR``): this run's trials still RUNNING (their driver
 died) become FAIL ``orphaned`` (the runner's :func:`~nas_attn.search.runner.reconcile`); jobs
 with a COMPLETE trial, or a FAIL after training (a deterministic failure would fail again), are
 skipped; the rest run. Failed jobs are retried with ``retry_failed=True``.
@@ -256,7 +256,7 @@ def _open_study(run_dir: Path, name: str, fp: str, metric: str) -> Any:
         name_metrics(study, (Objective(metric, "maximize"),))
         return study
     if study.user_attrs.get(FINGERPRINT_ATTR) != fp:
-        raise ConfigError("--resume", str(run_dir), "the ablation in this folder was made with "
+        raise ConfigError("RUN_DIR", str(run_dir), "the ablation in this folder was made with "
                           "other jobs, data, training or metric (fingerprint "
                           f"{study.user_attrs.get(FINGERPRINT_ATTR)} != {fp}); start a new run "
                           "folder")
@@ -285,7 +285,7 @@ def run_ablation(cfg: AblationConfig, out: Path | None = None, address: str | No
     run_dir = Path(out) if out else rd.default_run_dir(cfg.name)
     if (run_dir / ABLATION_JSON).exists():
         raise ConfigError("--out", str(run_dir), "already holds an ablation; finish it with "
-                          f"nas-attn ablate --resume {run_dir}, or pick another folder")
+                          f"nas-attn resume {run_dir}, or pick another folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError("--out", str(run_dir), "exists and is not empty")
     ex.preflight(resources(cfg), address, num_cpus, num_gpus)  # before anything is written
@@ -315,7 +315,7 @@ def resume_ablation(run_dir: Path, address: str | None = None, num_cpus: int | N
     run_dir = Path(run_dir)
     info_path = run_dir / ABLATION_JSON
     if not info_path.exists():
-        raise ConfigError("--resume", str(run_dir), f"not an ablation run folder (no "
+        raise ConfigError("RUN_DIR", str(run_dir), f"not an ablation run folder (no "
                           f"{ABLATION_JSON})")
     info = json.loads(info_path.read_text())
     cfg = read_config(run_dir)

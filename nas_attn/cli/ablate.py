@@ -2,8 +2,8 @@
 through Ray and report paired statistics, a forest plot and verdicts.
 
 BASE is a spec file, an export bundle folder, a search run folder with ``--trial N``, or an
-ablation study file (``studies/ablation_*.yaml``). ``--resume RUN_DIR`` finishes an interrupted
-ablation (finished jobs are kept). Exit codes: 0 finished, 130 interrupted, 2 bad input.
+ablation study file (``studies/ablation_*.yaml``). ``nas-attn resume RUN_DIR`` finishes an
+interrupted ablation (finished jobs are kept). Exit codes: 0 finished, 130 interrupted, 2 bad input.
 """
 
 from __future__ import annotations
@@ -14,6 +14,16 @@ from typing import Annotated, Any
 import typer
 
 from nas_attn.cli import app, console, err_console
+from nas_attn.cli._options import (
+    Address,
+    CpusPerTrial,
+    GpusPerTrial,
+    MaxConcurrent,
+    NumCpus,
+    NumGpus,
+    Quiet,
+    RunOut,
+)
 
 FACTOR_HELP = ("a factor (default levels) or FACTOR=L1,L2,... (repeatable), e.g. "
                "stage1.attention, all.position=pre,post_add, stage2.attention.rd_ratio=[0.125,"
@@ -88,7 +98,7 @@ def _config(base: Path, trial: int | None, overrides: dict[str, Any]) -> Any:
     return AblationConfig(**values)
 
 
-def _print_summary(s: Any, quiet: bool) -> None:
+def print_summary(s: Any, quiet: bool) -> None:
     if quiet:
         console.print(f"{s.status} {s.complete}/{s.jobs} {s.run_dir}", highlight=False)
         return
@@ -102,7 +112,7 @@ def _print_summary(s: Any, quiet: bool) -> None:
     err_console.print(f"results: {s.run_dir}  (results.md, results.csv, plots.html, jobs.csv; "
                       f"in Python: nas_attn.load_ablation({str(s.run_dir)!r}))", highlight=False)
     if s.status == "interrupted":
-        err_console.print(f"resume with: nas-attn ablate --resume {s.run_dir}", highlight=False)
+        err_console.print(f"resume with: nas-attn resume {s.run_dir}", highlight=False)
 
 
 @app.command("ablate")
@@ -136,41 +146,22 @@ def ablate_cmd(
         "--train-option", "-T", help="training setting KEY=VALUE (repeatable)")] = None,
     name: Annotated[str | None, typer.Option("--name", help="names the study and folder")]
     = None,
-    address: Annotated[str | None, typer.Option(
-        "--address", help="join a Ray cluster (default: a local runtime on 127.0.0.1)")] = None,
-    num_cpus: Annotated[int | None, typer.Option("--num-cpus")] = None,
-    num_gpus: Annotated[float | None, typer.Option(
-        "--num-gpus", help="GPUs of the local Ray runtime (logical GPUs need no device)")]
-    = None,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
-    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial")] = None,
-    gpus_per_trial: Annotated[float | None, typer.Option("--gpus-per-trial")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="run folder (default runs/<name>-<timestamp>)")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="finish the interrupted ablation in this run folder")] = None,
-    retry_failed: Annotated[bool, typer.Option(
-        "--retry-failed", help="with --resume: train failed jobs again")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    address: Address = None,
+    num_cpus: NumCpus = None,
+    num_gpus: NumGpus = None,
+    max_concurrent: MaxConcurrent = None,
+    cpus_per_trial: CpusPerTrial = None,
+    gpus_per_trial: GpusPerTrial = None,
+    out: RunOut = None,
+    quiet: Quiet = False,
 ) -> None:
     """Ablate an architecture: train every arm of a design with paired seeds through Ray."""
     from nas_attn.errors import ConfigError
 
-    if resume is not None:
-        if base is not None:
-            raise ConfigError("--resume", str(resume), "takes the run folder alone (no BASE)")
-        from nas_attn.ablation.run import resume_ablation
-
-        s = resume_ablation(resume, address=address, num_cpus=num_cpus, quiet=quiet,
-                            console=err_console, retry_failed=retry_failed, num_gpus=num_gpus)
-        _print_summary(s, quiet)
-        if s.status == "interrupted":
-            raise SystemExit(130)
-        return
     if base is None:
         raise ConfigError("BASE", None, "missing", ["a spec file", "an export bundle folder",
                                                    "a run folder with --trial N",
-                                                   "an ablation study file", "--resume RUN_DIR"])
+                                                   "an ablation study file"])
     dopts = _options(data_option, "--data-option")
     if data is not None:
         dopts["name"] = data
@@ -194,6 +185,6 @@ def ablate_cmd(
 
     s = run_ablation(cfg, out=out, address=address, num_cpus=num_cpus, quiet=quiet,
                      console=err_console, num_gpus=num_gpus)
-    _print_summary(s, quiet)
+    print_summary(s, quiet)
     if s.status == "interrupted":
         raise SystemExit(130)

@@ -15,7 +15,8 @@ from nas_attn.cli import app, console, err_console
 def dashboard(
     run_dir: Annotated[Path, typer.Argument(help="the run folder (has run.json)")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="HTML file to write [default: RUN_DIR/dashboard.html]")] = None,
+        "--out", "-o", "--output", help="HTML file to write [default: RUN_DIR/dashboard.html]")
+    ] = None,
     serve: Annotated[bool, typer.Option(
         "--serve", help="serve the page over HTTP, rebuilt from the storage as trials finish")
     ] = False,

@@ -34,8 +34,9 @@ def export_cmd(
         "--retrain", help="train the picks from scratch (ignores checkpoints)")] = False,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", help="with --retrain: epochs (default: the study's)")] = None,
-    seeds: Annotated[int, typer.Option(
-        "--seeds", help="with --retrain: seeds; mean and 95% CI need 2 or more")] = 1,
+    seeds: Annotated[str, typer.Option(
+        "--seeds", help="with --retrain: K (K seeds from the study's) or a list 0,3,7; mean "
+        "and 95% CI need 2 or more")] = "1",
     force: Annotated[bool, typer.Option(
         "--force", help="replace an existing bundle (never a folder that is not one)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the paths")] = False,

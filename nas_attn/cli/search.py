@@ -1,4 +1,5 @@
-"""``nas-attn search STUDY`` and ``nas-attn resume RUN_DIR``: run (or finish) a search.
+"""``nas-attn search STUDY`` and ``nas-attn resume RUN_DIR``: run a search, finish a search or
+an ablation.
 
 Optuna proposes architectures, Ray Tune runs the trials (a local runtime on 127.0.0.1, or a
 cluster with ``--address``), the Optuna storage keeps the truth. Exit codes: 0 finished (or
@@ -15,6 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from nas_attn.cli import app, console, err_console
+from nas_attn.cli._options import (
+    Address,
+    CpusPerTrial,
+    GpusPerTrial,
+    MaxConcurrent,
+    NumCpus,
+    NumGpus,
+    Quiet,
+    RunOut,
+)
 
 SAMPLER_HELP = "tpe, nsga2, gp, random or grid"
 
@@ -72,27 +83,20 @@ def search_cmd(
     learn_from_pruned: Annotated[bool | None, typer.Option(
         "--learn-from-pruned/--ignore-pruned", help="whether the tpe or gp model learns from "
         "early-stopped trials (default: gp yes, tpe no)")] = None,
-    address: Annotated[str | None, typer.Option(
-        "--address", help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT "
-        "(default: a local runtime on 127.0.0.1)")] = None,
-    cpus_per_trial: Annotated[float | None, typer.Option("--cpus-per-trial")] = None,
-    gpus_per_trial: Annotated[float | None, typer.Option(
-        "--gpus-per-trial", help="a fraction shares a GPU (0.5 = two trials per GPU)")] = None,
+    address: Address = None,
+    cpus_per_trial: CpusPerTrial = None,
+    gpus_per_trial: GpusPerTrial = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="Optuna storage URL (default: SQLite in the run folder), "
         "e.g. postgresql://user:pw@host/db", envvar="NAS_ATTN_STORAGE")] = None,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="run folder (default runs/<study>-<timestamp>)")] = None,
-    num_cpus: Annotated[int | None, typer.Option(
-        "--num-cpus", help="CPUs of the local Ray runtime (default: all)")] = None,
-    num_gpus: Annotated[float | None, typer.Option(
-        "--num-gpus", help="GPUs of the local Ray runtime (default: the CUDA devices seen; "
-        "logical GPUs need no device)")] = None,
+    max_concurrent: MaxConcurrent = None,
+    out: RunOut = None,
+    num_cpus: NumCpus = None,
+    num_gpus: NumGpus = None,
     gpu_memory_gb: Annotated[float | None, typer.Option(
         "--gpu-memory-gb", help="memory of one GPU for packing trials (default: the first "
         "CUDA device's)")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Search a study: Optuna proposes, Ray Tune trains, results go to a run folder."""
     from nas_attn.search.from_study import setup_from_study_file
@@ -111,19 +115,38 @@ def search_cmd(
 
 @app.command("resume")
 def resume_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="the run folder of an interrupted search")],
-    address: Annotated[str | None, typer.Option("--address")] = None,
+    run_dir: Annotated[Path, typer.Argument(
+        help="the run folder of an interrupted search or ablation")],
+    address: Address = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", help="storage URL when the run's had a password (never stored)",
         envvar="NAS_ATTN_STORAGE")] = None,
-    num_cpus: Annotated[int | None, typer.Option("--num-cpus")] = None,
-    num_gpus: Annotated[float | None, typer.Option("--num-gpus")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    num_cpus: NumCpus = None,
+    num_gpus: NumGpus = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="an ablation: train its failed jobs again")] = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Finish an interrupted search (Ctrl-C, kill -9): orphans are reconciled, finished trials
-    are kept, the run ends with exactly the requested number of finished trials."""
+    """Finish an interrupted search or ablation (Ctrl-C, kill -9): orphans are reconciled,
+    finished trials are kept, the run ends with exactly what it asked for."""
+    from nas_attn.ablation.config import ABLATION_JSON
+
+    if (run_dir / ABLATION_JSON).is_file():
+        from nas_attn.ablation.run import resume_ablation
+        from nas_attn.cli.ablate import print_summary
+
+        a = resume_ablation(run_dir, address=address, num_cpus=num_cpus, quiet=quiet,
+                            console=err_console, retry_failed=retry_failed, num_gpus=num_gpus)
+        print_summary(a, quiet)
+        if a.status == "interrupted":
+            raise SystemExit(130)
+        return
+    from nas_attn.errors import ConfigError
     from nas_attn.search.runner import resume_run
 
+    if retry_failed:
+        raise ConfigError("--retry-failed", True, "only for an ablation run folder (a search "
+                          "retrains what failed in a way that may not last by itself)")
     s = resume_run(run_dir, storage_url=storage, address=address, quiet=quiet,
                    num_cpus=num_cpus, console=err_console, num_gpus=num_gpus)
     _summary(s, quiet)

@@ -139,9 +139,12 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
 # -- planning ---------------------------------------------------------------------------------
 
 
-def bundle_name(number: int, retrain: bool, epochs: int | None, seeds: int) -> str:
-    """``trial-<N>`` or ``trial-<N>-retrain-e<E>x<K>`` (pure)."""
-    return f"trial-{number}-retrain-e{epochs}x{seeds}" if retrain else f"trial-{number}"
+def bundle_name(number: int, retrain: bool, epochs: int | None, seeds: Any) -> str:
+    """``trial-<N>`` or ``trial-<N>-retrain-e<E>x<K>`` (K seeds; pure)."""
+    from nas_attn.config import parse_seeds
+
+    k = len(parse_seeds(seeds, "--seeds"))
+    return f"trial-{number}-retrain-e{epochs}x{k}" if retrain else f"trial-{number}"
 
 
 def plan(selections: Sequence[Any], root: Path, out: str | Path | None, names: Sequence[str],
@@ -203,7 +206,7 @@ def _objectives_of(row: Mapping[str, Any], objectives: Sequence[tuple[str, str]]
     return out
 
 
-def _weights_for(p: Planned, run: RunInfo, retrain: bool, epochs: int | None, seeds: int,
+def _weights_for(p: Planned, run: RunInfo, retrain: bool, epochs: int | None, seeds: Any,
                  data: Callable[[], Any], say: Callable[[str], None]
                  ) -> tuple[Any, dict[str, Any]]:
     """(state dict or model, metadata) for one planned bundle."""
@@ -276,14 +279,15 @@ def _rmdirs(dirs: Sequence[Path]) -> None:
 
 def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
                     out: str | Path | None = None, retrain: bool = False,
-                    epochs: int | None = None, seeds: int = 1, force: bool = False, *,
+                    epochs: int | None = None, seeds: Any = 1, force: bool = False, *,
                     root: str | Path | None = None,
                     say: Callable[[str], None] | None = None) -> list[Path]:
     """Export the trials ``picks`` select from the run in ``run_dir``; returns bundle paths.
 
     ``out``: the bundle path (one bundle) or the folder of bundles (several), relative to
     ``root`` (default ``RUN_DIR/exports``) and inside it. ``retrain``: train from scratch for
-    ``epochs`` (default: the study's) with ``seeds`` seeds and record mean and 95% CI.
+    ``epochs`` (default: the study's) with ``seeds`` (K seeds from the study's, or a list) and
+    record mean and 95% CI.
     ``say``: a progress callback (one line per step). Raises ConfigError (nothing written)
     for an unknown or incomplete run folder, a pick that selects nothing, an output path
     that exists (without ``force``) or escapes ``root``.
@@ -294,7 +298,7 @@ def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
 
     say = say or (lambda _msg: None)
     rt.check_retrain_args(epochs, seeds)
-    if not retrain and (epochs is not None or seeds != 1):
+    if not retrain and (epochs is not None or seeds not in (1, "1")):
         raise ConfigError("--epochs" if epochs is not None else "--seeds",
                           epochs if epochs is not None else seeds, "only with --retrain")
     run = read_run_info(run_dir)

@@ -67,18 +67,21 @@ class Retrained:
                 "per_seed": [r.to_dict() for r in self.runs], "summary": self.summary}
 
 
-def check_retrain_args(epochs: int | None, seeds: int) -> None:
+def check_retrain_args(epochs: int | None, seeds: Any) -> None:
     """ConfigError for a bad ``--epochs`` / ``--seeds``."""
+    from nas_attn.config import parse_seeds
+
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
                                or epochs < 1):
         raise ConfigError("--epochs", epochs, "expected an integer >= 1")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError("--seeds", seeds, "expected an integer >= 1")
+    parse_seeds(seeds, "--seeds")
 
 
-def seed_list(first: int, k: int) -> list[int]:
-    """``first, first + 1, ..., first + k - 1`` (pure)."""
-    return [int(first) + i for i in range(int(k))]
+def seed_list(first: int, seeds: Any) -> list[int]:
+    """``--seeds``: K seeds counting from ``first`` (the study's seed), or exactly a list."""
+    from nas_attn.config import parse_seeds
+
+    return list(parse_seeds(seeds, "--seeds", first=int(first)))
 
 
 def _finite_or_none(v: float) -> float | None:

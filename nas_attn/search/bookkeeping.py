@@ -56,7 +56,7 @@ class TrialBookkeeping(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         raise NotImplementedError("nas-attn resumes from the Optuna storage "
-                                  "(nas-attn resume, nas-attn ablate --resume)")
+                                  "(nas-attn resume)")
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
         return True
