@@ -16,7 +16,6 @@ file is whole or absent.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,10 +53,6 @@ class LatencyTable:
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.settings["input_size"])  # type: ignore[return-value]
 
-    def missing(self, spec: Any) -> list[Cell]:
-        return [c for c in spec_cells(spec, self.input_size, self.settings["batch"])
-                if c.key not in self.cells]
-
     def additive_ms(self, spec: Any) -> float:
         """Sum of the cells' medians less the overhead counted once per extra cell."""
         cells = spec_cells(spec, self.input_size, self.settings["batch"])
@@ -88,12 +83,11 @@ class LatencyTable:
         return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
-def _number(value: Any, field_name: str, positive: bool = False) -> float:
-    ok = (not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-          and (value > 0 if positive else value >= 0))
-    if not ok:
-        raise ConfigError(field_name, value, "expected a finite number" +
-                          (" > 0" if positive else " >= 0"))
+def _number(value: Any, field_name: str, low: float | None = None, positive: bool = False
+            ) -> float:
+    from nas_attn.config import check_float
+
+    check_float(value, field_name, low=low, low_open=positive)
     return float(value)
 
 
@@ -114,13 +108,13 @@ def table_from_dict(data: Any, source: str) -> LatencyTable:
     for key, cell in data["cells"].items():
         if not isinstance(cell, Mapping):
             raise ConfigError(f"{source}: cells.{key}", cell, "not a mapping")
-        _number(cell.get("median_ms"), f"{source}: cells.{key}.median_ms", positive=True)
-    corr = {k: _number(data["correction"].get(k), f"{source}: correction.{k}") if k == "b"
-            else float(data["correction"].get(k, 0.0)) for k in ("a", "b")}
+        _number(cell.get("median_ms"), f"{source}: cells.{key}.median_ms", 0, positive=True)
+    corr = {k: _number(data["correction"].get(k, default), f"{source}: correction.{k}")
+            for k, default in (("a", 0.0), ("b", 1.0))}
     return LatencyTable(settings=dict(settings), fingerprint=dict(data["fingerprint"]),
                         cells=dict(data["cells"]),
                         overhead_ms=_number(data.get("overhead_ms", 0.0),
-                                            f"{source}: overhead_ms"),
+                                            f"{source}: overhead_ms", 0),
                         correction=corr, space=dict(data.get("space") or {}), source=source)
 
 

@@ -45,8 +45,9 @@ def check_settings(runtime: str, device: str, threads: int) -> None:
         raise ConfigError("runtime", runtime, "unknown runtime", RUNTIMES)
     if device not in DEVICES:
         raise ConfigError("device", device, "unknown device", DEVICES)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError("threads", threads, "must be a whole number >= 1")
+    from nas_attn.config import check_int
+
+    check_int(threads, "threads", low=1)
     if runtime == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401

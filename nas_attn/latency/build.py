@@ -97,15 +97,14 @@ def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", de
                 resume: bool = False,
                 progress: Callable[[int, int, str], None] | None = None) -> LatencyTable:
     """Measure every cell of ``space`` and write the table to ``out`` (see the module doc)."""
+    from nas_attn.config import check_int
     from nas_attn.cost.cells import cells_with_modules
     from nas_attn.cost.timing import check_settings, fingerprint, time_module
 
     check_settings(runtime, device, threads)
-    for name, value in (("batch", batch), ("warmup", warmup), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name ==
-                                                                             "warmup" else 1):
-            raise ConfigError(name, value, "must be a whole number >= "
-                              + ("0" if name == "warmup" else "1"))
+    for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0),
+                             ("repeats", repeats, 1), ("calibrate", calibrate, 0)):
+        check_int(value, name, low=low)
     size = tuple(input_size or space.default_input_size())
     out = Path(out)
     settings = {"runtime": runtime, "device": device, "threads": threads, "batch": batch,

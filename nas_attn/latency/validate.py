@@ -45,12 +45,11 @@ def validate_table(table: LatencyTable, space: Any, n_specs: int = 50, seed: int
                    progress: Callable[[int, int, str], None] | None = None,
                    extra: Mapping[str, Any] | None = None) -> Validation:
     """Time ``n_specs`` random whole networks of ``space`` and compare with the prediction."""
+    from nas_attn.config import check_int
     from nas_attn.cost.timing import check_settings, time_module
-    from nas_attn.errors import ConfigError
     from nas_attn.latency.build import calibration_specs, measure_spec
 
-    if isinstance(n_specs, bool) or not isinstance(n_specs, int) or n_specs < 1:
-        raise ConfigError("specs", n_specs, "must be a whole number >= 1")
+    check_int(n_specs, "specs", low=1)
     s = table.settings
     check_settings(s["runtime"], s["device"], s["threads"])
 

@@ -41,23 +41,23 @@ class StudyProposer:
             from nas_attn.cost.latency_table import check_fingerprint, load_table
             from nas_attn.cost.timing import fingerprint
 
-            table = load_table(self.latency.table)
-            s = table.settings
-            check_fingerprint(table, fingerprint(s["runtime"], s["device"], s["threads"]))
+            self.table = load_table(self.latency.table)  # read once; grown by add_missing
+            s = self.table.settings
+            check_fingerprint(self.table, fingerprint(s["runtime"], s["device"], s["threads"]))
 
     def _latency(self, spec: Any) -> float:
         """The table's prediction; a missing cell is measured and added, or refused."""
-        from nas_attn.cost.latency_table import MissingCellsError, load_table
+        from nas_attn.cost.latency_table import MissingCellsError
 
-        table = load_table(self.latency.table)
         try:
-            return table.predict(spec)
+            return self.table.predict(spec)
         except MissingCellsError:
             if self.latency.missing != "measure":
                 raise
             from nas_attn.latency import add_missing
 
-            return add_missing(table, spec).predict(spec)
+            self.table = add_missing(self.table, spec)
+            return self.table.predict(spec)
 
     def __call__(self, trial: Any) -> Proposal:
         from nas_attn.arch import spec_hash
