@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry", "yamlio", "pareto", "weights", "onnx_export"),
     ("objectives",),
     ("config", "hparams"),
-    ("modules",),
+    ("modules", "plugins"),
     ("backbones",),
     ("arch",),
     ("cost", "data"),

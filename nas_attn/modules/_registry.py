@@ -17,6 +17,10 @@ study may use instead (:class:`nas_attn.hparams.Alias`).
 ``params`` is the exact parameter-count formula with the constructor's signature (tests check the
 built module against it); ``check`` returns why a configuration cannot be built (for example
 GroupNorm groups that do not divide the channels) or None.
+
+A plugin's module (``nas_attn.plugins``) registers with the same decorator; for it ``params``,
+``check`` and ``hparams`` are optional: without a formula :meth:`ModuleEntry.param_count` builds
+the module on the meta device and counts, and no hyperparameters means nothing to search.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from nas_attn.errors import ConfigError
@@ -40,7 +45,7 @@ class ModuleEntry:
     cls: type[nn.Module]
     kind: ModuleKind
     hparams: HParamSet
-    params: Callable[..., int]
+    params: Callable[..., int] | None
     check: Callable[..., str | None] | None = None
     paper: str = ""
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -51,6 +56,16 @@ class ModuleEntry:
     def reason_invalid(self, *args: Any, **hp: Any) -> str | None:
         """Why this module cannot be built with these arguments, or None if it can."""
         return self.check(*args, **hp) if self.check is not None else None
+
+    def param_count(self, *args: Any, **hp: Any) -> int:
+        """Parameters of the module built with these arguments: the declared formula, or,
+        without one, the module built on the meta device (no memory, no initialisation cost)."""
+        hp = self.validate(hp, self.name)
+        if self.params is not None:
+            return int(self.params(*args, **hp))
+        with torch.device("meta"):
+            module = self.build(*args, **hp)
+        return sum(p.numel() for p in module.parameters())
 
     def build(self, *args: Any, **hp: Any) -> nn.Module:
         hp = self.validate(hp, self.name)
@@ -69,12 +84,13 @@ def register_module(
     kind: ModuleKind,
     hparams: tuple[HParam, ...] = (),
     aliases: tuple[Alias, ...] = (),
-    params: Callable[..., int],
+    params: Callable[..., int] | None = None,
     check: Callable[..., str | None] | None = None,
     paper: str = "",
     variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator that registers a zoo module under ``name``."""
+    """Class decorator that registers a zoo (or plugin) module under ``name``; a name the
+    registry already has is refused naming both files."""
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         MODULES.register(
