@@ -72,11 +72,29 @@ class EntryPointInfo:
 
 
 _LOADED: dict[str, Plugin] = {}  # import name -> plugin, so loading twice imports once
+_CONSENT: list[bool] = [False]  # granted by the command line (--allow-plugins) for the process
 
 
 def consent_from_env() -> bool:
     """Whether ``NAS_ATTN_ALLOW_PLUGINS`` grants consent (1, true, yes, on)."""
     return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def consented() -> bool:
+    """Consent for this process: granted by :func:`activate` (``--allow-plugins``) or by the
+    environment variable. Study files read later (their ``plugins:``) use it."""
+    return _CONSENT[0] or consent_from_env()
+
+
+def activate(refs: Sequence[str] = (), *, allow: bool = False) -> list[Plugin]:
+    """What a command does first: decide consent (``allow`` or the environment variable), load
+    the installed entry points when allowed, then the plugins named on the command line
+    (refused without consent, before anything is imported). Returns what it loaded."""
+    allowed = allow or consent_from_env()
+    require_consent(refs, allowed, "--plugin")
+    _CONSENT[0] = allowed
+    return [*load_entry_points(allowed=allowed),
+            *(load_plugin(r, allowed=True, field="--plugin") for r in refs)]
 
 
 def require_consent(refs: Iterable[str], allowed: bool, field: str = "plugins") -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nas_attn.cli import app, console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 
 def zoo_rows(channels: int, size: tuple[int, int]) -> list[dict[str, Any]]:
@@ -44,8 +45,11 @@ def zoo(
     channels: Annotated[int, typer.Option("--channels", "-c", help="channels C")] = 64,
     size: Annotated[tuple[int, int], typer.Option("--size", help="spatial size H W")] = (32, 32),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """List every attention module and variant with params and FLOPs at C channels, H x W."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.errors import ConfigError
 
     if channels < 1:
