@@ -262,7 +262,8 @@ class AblationConfig:
         """(C, H, W) the arms see: the data's, else the backbone's natural size."""
         from nas_attn.backbones import BACKBONES
 
-        natural = BACKBONES.get(self.base["backbone"]).input_size
+        natural = BACKBONES.get(self.base["backbone"]).natural_input_size(
+            self.base.get("backbone_args") or {})
         size = self.data.get("image_size")
         c = int(self.base["in_chans"])
         return (c, int(size), int(size)) if size else (c, *natural[1:])

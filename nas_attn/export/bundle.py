@@ -93,7 +93,7 @@ def _input_shape(canon: Any, input_size: Sequence[int] | None) -> tuple[int, int
     from nas_attn.backbones import get_backbone
 
     if input_size is None:
-        _, h, w = get_backbone(canon.backbone).input_size
+        _, h, w = get_backbone(canon.backbone).natural_input_size(canon.backbone_args)
         return (canon.in_chans, h, w)
     size = tuple(input_size)
     if len(size) == 2:

@@ -44,7 +44,6 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def parse_space(data: Any, source: str = "") -> SearchSpace:
     from nas_attn.backbones import get_backbone
-    from nas_attn.hparams import validate_hparams
 
     if not isinstance(data, Mapping):
         raise ConfigError("space", data, "expected a mapping with keys", SPACE_KEYS)
@@ -59,7 +58,7 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     layouts = []
     for b in backbones:
         entry = get_backbone(b)
-        layouts.append(entry.layout(validate_hparams(entry.hparams, bargs, "backbone_args")))
+        layouts.append(entry.layout(entry.validate_args(bargs)))
     n_stages = {len(lay) for lay in layouts}
     if len(n_stages) != 1:
         raise ConfigError("backbone", list(backbones),
