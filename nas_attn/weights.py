@@ -98,6 +98,17 @@ def read_safetensors(path: Path) -> dict[str, Any]:
 
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``), by suffix."""
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if path.suffix in TORCH_SUFFIXES:
+        return read_torch_checkpoint(path)
+    raise ConfigError(str(path), path.suffix, "unknown weights file type",
+                      [".safetensors", *TORCH_SUFFIXES])
 
 
 def read_torch_checkpoint(path: Path) -> dict[str, Any]:

@@ -61,14 +61,14 @@ def weights_sha256(path: str | Path) -> str:
 
 
 def read_weights(path: str | Path) -> dict[str, Any]:
-    """The tensors of a safetensors file (``.safetensors``) or of a torch state dict (anything
-    else, read with ``weights_only=True``); ConfigError naming the file otherwise."""
-    from nas_attn.weights import read_safetensors, read_torch_checkpoint
+    """The tensors of a safetensors file or a torch state dict (``weights_only=True``);
+    ConfigError naming the file otherwise."""
+    from nas_attn.weights import read_weights as read
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(FIELD, str(path), "no such file")
-    return read_safetensors(p) if p.suffix == ".safetensors" else read_torch_checkpoint(p)
+    return read(p)
 
 
 def load_backbone_weights(model: nn.Module, path: str | Path) -> LoadedWeights:

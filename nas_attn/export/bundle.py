@@ -21,6 +21,7 @@ bundle restored if the second fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -127,8 +128,8 @@ def _state_of(model_or_state_dict: Any, canon: Any) -> Mapping[str, Any]:
 
 
 def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int, int],
-                  metadata: Mapping[str, Any], final_name: str, atol: float, rtol: float
-                  ) -> None:
+                  metadata: Mapping[str, Any], final_name: str, atol: float, rtol: float,
+                  pretrained: Mapping[str, str] | None = None) -> None:
     import torch
 
     from nas_attn import onnx_export as onnx_mod
@@ -160,6 +161,7 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
         metadata=metadata,
         files=files,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        backbone_weights=pretrained,
     )
     (tmp / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     (tmp / CARD_MD).write_text(card_mod.render_markdown(card, spec_yaml))
@@ -224,6 +226,13 @@ def export_bundle(
     from nas_attn.weights import apply_state
 
     canon = load_spec(spec)
+    pretrained = None  # the bundle's weights cover the whole network: its spec names no file
+    if canon.backbone_weights is not None:
+        from nas_attn.backbones.pretrained import weights_sha256
+
+        pretrained = {"path": canon.backbone_weights,
+                      "sha256": weights_sha256(canon.backbone_weights)}
+        canon = dataclasses.replace(canon, backbone_weights=None)
     meta = validate_metadata(metadata)
     target = resolve_output(out_dir, base_dir)
     check_target(target, force)
@@ -236,7 +245,8 @@ def export_bundle(
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol)
+        _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol,
+                      pretrained)
         check_target(target, force)  # again: the export took a while
         commit_bundle(tmp, target)
     except BaseException:

@@ -15,6 +15,7 @@ overhead benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ class StudyProposer:
 
     def __init__(self, study: Any) -> None:
         self.space = study.space
+        self.backbone_weights = study.backbone_weights
         self.input_size = tuple(self.space.default_input_size())
         self.need_latency = any(o.name == "latency_ms" for o in study.objectives)
         self.latency = study.latency if self.need_latency else None
@@ -64,6 +66,8 @@ class StudyProposer:
         from nas_attn.cost import profile
 
         spec = self.space.suggest(trial)
+        if self.backbone_weights is not None:  # not hashed: same architecture, same hash
+            spec = dataclasses.replace(spec, backbone_weights=self.backbone_weights)
         timed = self.need_latency and self.latency is None
         prof = profile(spec, input_size=self.input_size, latency=timed)
         costs = {"flops": float(prof.flops), "params": float(prof.params)}

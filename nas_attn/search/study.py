@@ -5,6 +5,7 @@
     name: quickstart
     plugins: [my_attn.py]                     # optional: user modules (needs --allow-plugins)
     space: ../search_spaces/quickstart.yaml   # relative to this file, or an inline mapping
+    backbone_weights: r18.safetensors         # optional: every trial starts from these weights
     data: {name: cluttered-digits, ...}       # nas_attn.data.DataConfig
     train: {epochs: 6, batch_size: 128, ...}  # nas_attn.train.TrainConfig
     objectives:                               # default: val_accuracy max, flops min
@@ -42,8 +43,8 @@ from nas_attn.plugins import consented, fingerprint_entry, is_file_ref, load_plu
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 
-STUDY_KEYS = ("name", "description", "plugins", "space", "data", "train", "objectives", "early_stopping",
-              "search", "latency")
+STUDY_KEYS = ("name", "description", "plugins", "space", "backbone_weights", "data", "train",
+              "objectives", "early_stopping", "search", "latency")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -140,6 +141,7 @@ class StudyConfig:
     space_source: str = ""  # the space file, when the space is a path
     latency: LatencySettings | None = None  # a latency table for the latency_ms objective
     plugins: tuple[Any, ...] = ()  # nas_attn.plugins.Plugin: the study's and the command's
+    backbone_weights: str | None = None  # pretrained backbone weights every trial loads
 
     @property
     def directions(self) -> list[str]:
@@ -165,6 +167,7 @@ class StudyConfig:
             "search": self.search.to_dict(),
             **({"latency": self.latency.to_dict()} if self.latency else {}),
             **({"plugins": [plugin_ref(p) for p in self.plugins]} if self.plugins else {}),
+            **({"backbone_weights": self.backbone_weights} if self.backbone_weights else {}),
         }
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -178,7 +181,15 @@ class StudyConfig:
             "data": _data_dict(self.data),
             **({"latency": self.latency.identity()} if self.latency else {}),
             **({"plugins": fingerprint_entry(self.plugins)} if self.plugins else {}),
+            **({"backbone_weights_sha256": _sha256(self.backbone_weights)}
+               if self.backbone_weights else {}),
         }
+
+
+def _sha256(path: str) -> str:
+    from nas_attn.backbones.pretrained import weights_sha256
+
+    return weights_sha256(path)
 
 
 def plugin_ref(plugin: Any) -> str:
@@ -248,7 +259,27 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
         description=description, source=source, space_source=space_source,
         latency=_latency(data.get("latency"), Path(base_dir), space),
         plugins=tuple(loaded_plugins()),
+        backbone_weights=_backbone_weights(data.get("backbone_weights"), Path(base_dir), space),
     )
+
+
+def _backbone_weights(raw: Any, base_dir: Path, space: Any) -> str | None:
+    """The weights file, relative to the study file, checked against the plain network of
+    every backbone of the space before any trial (a mismatch names the tensors)."""
+    from nas_attn.arch import build_model
+    from nas_attn.backbones.pretrained import resolve_path
+
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError("backbone_weights", raw, "expected the path of a weights file "
+                          "(.safetensors, or a torch state dict)")
+    path = resolve_path(raw, base_dir)
+    for backbone in space.backbones:
+        build_model({"backbone": backbone, "backbone_args": dict(space.backbone_args),
+                     "num_classes": space.num_classes, "in_chans": space.in_chans,
+                     "backbone_weights": path})
+    return path
 
 
 def _load_study_plugins(raw: Any, base_dir: Path) -> None:
