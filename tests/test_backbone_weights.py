@@ -252,7 +252,7 @@ def test_the_weights_sha256_joins_the_study_fingerprint(tmp_path):
     save_file(state, str(tmp_path / "w.safetensors"))
     assert parse_study(raw, base_dir=tmp_path).fingerprint_dict() != fp
     save_file({"fc.bias": state["fc.bias"]}, str(tmp_path / "w.safetensors"))
-    with pytest.raises(ConfigError, match="missing: bn1.bias"):  # checked before any trial
+    with pytest.raises(ConfigError, match=r"missing: bn1\.bias"):  # checked before any trial
         parse_study(raw, base_dir=tmp_path)
 
 
