@@ -108,14 +108,26 @@ def factory_layout(args: Mapping[str, Any]) -> FactoryLayout:
     return _LAYOUTS[key]
 
 
-def _owner(path: str, stages: tuple[str, ...], field: str) -> tuple[int, str]:
-    """(stage index, block path) of a point's module path."""
-    for si, s in enumerate(stages):
-        if path == s:
-            return si, s
-        if path.startswith(s + "."):
-            return si, f"{s}.{path[len(s) + 1:].split('.')[0]}"
-    raise SpecError(field, path, "lies outside every stage; stages", list(stages))
+def _within(path: str, parents: tuple[str, ...]) -> str | None:
+    return next((p for p in parents if path == p or path.startswith(p + ".")), None)
+
+
+def _owner(path: str, stages: tuple[str, ...], blocks: tuple[str, ...] | None, field: str
+           ) -> tuple[int, str]:
+    """(stage index, block path) of a point's module path: the ``blocks`` match holding it,
+    or (no ``blocks`` pattern) the stage's child holding it."""
+    s = _within(path, stages)
+    if s is None:
+        raise SpecError(field, path, "lies outside every stage; stages", list(stages))
+    if blocks is None:
+        block = s if path == s else f"{s}.{path[len(s) + 1:].split('.')[0]}"
+    else:
+        found = _within(path, blocks)
+        if found is None or _within(found, (s,)) is None:
+            raise SpecError(field, path, f"lies in no block of stage {s}; blocks",
+                            [b for b in blocks if _within(b, (s,))])
+        block = found
+    return stages.index(s), block
 
 
 def _conv_site(path: str, m: nn.Module, field: str) -> tuple[str, int, int, int]:
@@ -140,13 +152,18 @@ def _infer(args: Mapping[str, Any]) -> FactoryLayout:
         for b in stages:
             if b.startswith(a + "."):
                 raise SpecError(f"{F}.stages", b, f"lies inside stage {a}; stages must not nest")
+    blocks = None
+    if args["blocks"] is not None:
+        blocks = tuple(sorted(dict.fromkeys(p for pat in args["blocks"]
+                                            for p in match(pat, paths, f"{F}.blocks")),
+                              key=paths.index))
     points: dict[str, tuple[str, str]] = {}  # path -> (position, kind) while being measured
     by_block: dict[tuple[int, str], dict[str, tuple[str, str]]] = {}
     for pos, rule in args["positions"].items():
         (kind, patterns), = rule.items()
         f = f"{F}.positions.{pos}.{kind}"
         for p in dict.fromkeys(q for pat in patterns for q in match(pat, paths, f)):
-            si, block = _owner(p, stages, f)
+            si, block = _owner(p, stages, blocks, f)
             slot = by_block.setdefault((si, block), {})
             if pos in slot:
                 raise SpecError(f, pattern_of(patterns), f"matches both {slot[pos][0]} and {p} in "
@@ -156,7 +173,7 @@ def _infer(args: Mapping[str, Any]) -> FactoryLayout:
     convs: dict[tuple[int, str], tuple[str, int, int, int]] = {}
     for pat in args["replace"]:
         for p in match(pat, paths, f"{F}.replace"):
-            key = _owner(p, stages, f"{F}.replace")
+            key = _owner(p, stages, blocks, f"{F}.replace")
             site = _conv_site(p, modules[p], f"{F}.replace")
             if key in convs and convs[key][0] != p:
                 raise SpecError(f"{F}.replace", pat, f"matches both {convs[key][0]} and {p} in "
@@ -168,19 +185,19 @@ def _infer(args: Mapping[str, Any]) -> FactoryLayout:
         if classifier not in modules or not isinstance(modules[classifier], nn.Linear):
             raise SpecError(f"{F}.classifier", classifier, "is not an nn.Linear of the network",
                             [p for p, m in modules.items() if isinstance(m, nn.Linear)])
-    shapes, out, in_chans = _measure(net, args, [*points, *stages])
-    blocks: list[list[FactoryBlock]] = [[] for _ in stages]
+    shapes, out, in_chans = _measure(net, args, list(points), stages)
+    found: list[list[FactoryBlock]] = [[] for _ in stages]
     for (si, block), slots in sorted(by_block.items(), key=lambda kv: paths.index(kv[0][1])):
         pts = {pos: Point(p, kind, shapes[p][kind]) for pos, (p, kind) in slots.items()}
         for pt in pts.values():
             if len(pt.shape) != 4:
                 raise SpecError(f"{F}.positions", pt.path, f"the tensor {pt.kind} it has shape "
                                 f"{list(pt.shape)}; a gate module needs (N, C, H, W)")
-        blocks[si].append(FactoryBlock(block, pts, convs.get((si, block))))
-    channels = tuple(shapes[s]["after"][1] if len(shapes[s]["after"]) == 4 else 0
-                     for s in stages)
+        found[si].append(FactoryBlock(block, pts, convs.get((si, block))))
+    channels = tuple(shapes[s]["after"][1] if len(shapes.get(s, {}).get("after", ())) == 4
+                     else 0 for s in stages)
     classes = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
-    return FactoryLayout(stages, tuple(tuple(b) for b in blocks), channels, in_chans, classes,
+    return FactoryLayout(stages, tuple(tuple(b) for b in found), channels, in_chans, classes,
                          classifier)
 
 
@@ -188,10 +205,12 @@ def pattern_of(patterns: list[str]) -> str | list[str]:
     return patterns[0] if len(patterns) == 1 else patterns
 
 
-def _measure(net: nn.Module, args: Mapping[str, Any], paths: list[str]
-             ) -> tuple[dict[str, dict[str, tuple[int, ...]]], Any, int]:
-    """One meta forward pass: the input and output shapes of every module in ``paths`` (each
-    must run exactly once), the network's output and its input channels."""
+def _measure(net: nn.Module, args: Mapping[str, Any], points: list[str],
+             stages: tuple[str, ...]) -> tuple[dict[str, dict[str, tuple[int, ...]]], Any, int]:
+    """One meta forward pass: the input and output shapes of every point (each must run
+    exactly once) and stage (a container that never runs itself, a ModuleList, has none), the
+    network's output and its input channels."""
+    paths = list(dict.fromkeys([*points, *stages]))
     first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
     in_chans = first.in_channels if first is not None else 3
     calls: dict[str, list[dict[str, tuple[int, ...]]]] = {p: [] for p in paths}
@@ -215,10 +234,12 @@ def _measure(net: nn.Module, args: Mapping[str, Any], paths: list[str]
         for h in handles:
             h.remove()
     for p, c in calls.items():
+        if p not in points and len(c) <= 1:
+            continue
         if len(c) != 1:
             raise SpecError(F, p, f"module {p} runs {len(c)} times in one forward pass; an "
                             "insertion point or stage must run exactly once")
-    return {p: c[0] for p, c in calls.items()}, out, in_chans
+    return {p: c[0] for p, c in calls.items() if c}, out, in_chans
 
 
 def _run_after(gate: nn.Module, module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
@@ -237,7 +258,7 @@ def check_gate_shape(gate_type: str, params: Mapping[str, Any], shape: tuple[int
                      field: str, where: str) -> None:
     """ConfigError when a gate built for ``shape`` returns another shape (tried on meta)."""
     with torch.device("meta"), torch.no_grad():
-        out = create_module(gate_type, shape[1], **dict(params))(torch.empty(shape))
+        out = create_module(gate_type, shape[1], **dict(params)).eval()(torch.empty(shape))
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
         got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(field, gate_type, f"{gate_type} at {where} returns shape {got} for "

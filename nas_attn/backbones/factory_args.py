@@ -9,6 +9,7 @@ A factory backbone is any ``nn.Module`` a user's function returns::
       kwargs: {width: 64}                # keyword arguments of the function (plain YAML values)
       input_size: [224, 224]             # H, W the channels are inferred at (the natural input)
       stages: layer*                     # a pattern (or a list): each module it matches is a stage
+      blocks: layer*.*                   # optional: the blocks (default: a stage's children)
       positions:                         # where gate modules go, by position name
         post_bn: {after: layer*.*.bn3}
         pre: {before: layer*.*.conv1}
@@ -33,7 +34,8 @@ from typing import Any
 from nas_attn.backbones.positions import POSITIONS
 from nas_attn.errors import SpecError
 
-FACTORY_KEYS = ("factory", "kwargs", "input_size", "stages", "positions", "replace", "classifier")
+FACTORY_KEYS = ("factory", "kwargs", "input_size", "stages", "blocks", "positions", "replace",
+                "classifier")
 POINT_KINDS = ("after", "before")
 DEFAULT_INPUT_SIZE = (224, 224)
 _REF = re.compile(r"^(?:[A-Za-z_][\w.]*|.+\.py):[A-Za-z_][\w.]*$")  # module:fn, file.py:fn
@@ -129,6 +131,7 @@ def check_factory_args(args: Mapping[str, Any], field: str = "backbone_args") ->
     for pos in raw_pos:
         if pos not in POSITIONS:
             raise SpecError(f"{field}.positions.{pos}", pos, "unknown position", POSITIONS)
+    blocks = args.get("blocks")
     replace = args.get("replace")
     classifier = args.get("classifier")
     if classifier is not None and (not isinstance(classifier, str) or not classifier):
@@ -139,6 +142,7 @@ def check_factory_args(args: Mapping[str, Any], field: str = "backbone_args") ->
         "kwargs": kwargs,
         "input_size": list(size),
         "stages": _patterns(args["stages"], f"{field}.stages"),
+        "blocks": None if blocks is None else _patterns(blocks, f"{field}.blocks"),
         "positions": positions,
         "replace": [] if replace is None else _patterns(replace, f"{field}.replace"),
         "classifier": classifier,
