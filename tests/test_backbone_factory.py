@@ -281,3 +281,33 @@ def test_cli_profiles_a_factory_backbone_with_consent(tmp_path):
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     expected = profile(spec(CNN_ARGS, [{"attention": "se"}]), input_size=(3, 16, 16)).params
     assert f"{expected:,}" in res.stdout
+
+
+def test_latency_cells_refuse_a_factory_backbone_by_name():
+    from nas_attn.cost.cells import cells_with_modules
+
+    with pytest.raises(ConfigError, match="no stem/block/head cells") as e:
+        list(cells_with_modules(spec(CNN_ARGS), (3, 16, 16)))
+    assert e.value.field == "backbone" and "resnet18" in e.value.choices
+
+
+def test_the_factory_networks_own_weights_load_by_its_own_names(tmp_path):
+    from safetensors.torch import save_file
+
+    small = {**R50_ARGS, "kwargs": {"width": 8, "layers": [1, 2, 1, 1]}}
+    resnet50 = plugins.import_ref(f"{MODELS}:resnet50", allowed=True)
+    state = resnet50(width=8, layers=(1, 2, 1, 1)).state_dict()  # 1000 classes
+    save_file(state, str(tmp_path / "r50.safetensors"))
+    s = spec(small, [{"attention": "se"}, {"conv": "rfaconv"}],
+             backbone_weights=str(tmp_path / "r50.safetensors"))
+    model = build_model(s)
+    left = model.pretrained.left_out
+    assert sorted(x.split(" ")[0] for x in left) == [
+        "fc.bias", "fc.weight", "layer2.0.conv2.weight", "layer2.1.conv2.weight"]
+    own = model.state_dict()
+    assert torch.equal(own["net.layer3.0.bn3.running_mean"], state["layer3.0.bn3.running_mean"])
+    assert len(model.pretrained.loaded) == len(state) - 4
+    del state["layer4.0.bn1.bias"]
+    save_file(state, str(tmp_path / "r50.safetensors"))
+    with pytest.raises(ConfigError, match=r"missing: layer4\.0\.bn1\.bias"):
+        build_model(s)

@@ -185,6 +185,7 @@ class AttnNet(nn.Module):
     :meth:`forward_head` (the last stage's output to the logits)."""
 
     backbone_prefix = ""  # where the backbone's own tensors sit in the state dict
+    has_cells = True  # forward_stem / stages / forward_head exist (latency tables time them)
     classifier_name: str | None = None  # the final nn.Linear, sized to the spec's num_classes
 
     def __init__(self) -> None:

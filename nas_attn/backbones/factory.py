@@ -19,7 +19,7 @@ user's consent (``--allow-plugins``), through :func:`nas_attn.plugins.import_ref
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -269,6 +269,7 @@ class FactoryNet(AttnNet):
     """A user's network (``net``) with zoo modules inserted per a canonical spec."""
 
     backbone_prefix = "net."
+    has_cells = False  # the user's forward runs as one piece
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
@@ -319,12 +320,6 @@ class FactoryNet(AttnNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def backbone_names(self) -> Iterator[tuple[str, str]]:
-        """(name in a file of the factory's weights, name in this network) of every tensor of
-        the user's network."""
-        for k in self.net.state_dict():
-            yield k, f"net.{k}"
 
 
 def _natural(args: Mapping[str, Any]) -> tuple[int, int, int]:

@@ -173,10 +173,15 @@ def freeze_(modules: Sequence[nn.Module]) -> None:
 
 
 def keep_frozen_in_eval(modules: Sequence[nn.Module]) -> None:
-    """Frozen BatchNorm layers keep their running statistics (eval mode while training)."""
+    """Frozen BatchNorm layers keep their running statistics (eval mode while training); those
+    of zoo modules inside them train on."""
+    from nas_attn.backbones._net import zoo_classes
+
+    zoo = zoo_classes()
     for m in modules:
+        inside = {id(s) for z in m.modules() if isinstance(z, zoo) for s in z.modules()}
         for sub in m.modules():
-            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm) and id(sub) not in inside:
                 sub.eval()
 
 
