@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,10 @@ MODELS = Path(__file__).with_name("backbone_models.py")
 
 
 def _run(args, cwd):
+    from cli_helpers import run_cli
+
     env = {k: v for k, v in os.environ.items() if k != "NAS_ATTN_ALLOW_PLUGINS"}
-    res = subprocess.run([sys.executable, "-m", "nas_attn", *args], cwd=cwd, timeout=480,
-                         capture_output=True, text=True, env={**env, "RAY_AUTH_MODE": "disabled"})
+    res = run_cli(args, cwd, env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     return res
 

@@ -19,8 +19,10 @@ user's consent (``--allow-plugins``), through :func:`nas_attn.plugins.import_ref
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -80,10 +82,21 @@ class FactoryLayout:
 
 
 def import_factory(ref: str) -> Callable[..., Any]:
-    """The factory function ``module:function``, imported with the user's consent only."""
-    from nas_attn.plugins import consented, import_ref
+    """The factory function ``module:function``, imported with the user's consent only. A
+    module already loaded as a plugin (with consent, here or by the driver that shipped it to
+    this Ray worker) is used by its module name: a worker may not have the driver's path."""
+    from nas_attn.plugins import consented, import_ref, is_file_ref, loaded_plugins
 
-    fn = import_ref(ref, allowed=consented(), field=f"{F}.factory")
+    target, _, attr = ref.rpartition(":")
+    name = Path(target).stem if is_file_ref(target) else target
+    if any(p.module == name for p in loaded_plugins()):
+        fn: Any = sys.modules[name]
+        for part in attr.split("."):
+            if not hasattr(fn, part):
+                raise SpecError(f"{F}.factory", ref, f"module {name} has no attribute {attr!r}")
+            fn = getattr(fn, part)
+    else:
+        fn = import_ref(ref, allowed=consented(), field=f"{F}.factory")
     if not callable(fn):
         raise SpecError(f"{F}.factory", ref, f"is a {type(fn).__name__}, not a function")
     return fn

@@ -199,6 +199,7 @@ def make_optimizer(model: nn.Module, cfg: Any) -> Any:
 
 
 def resolve_path(path: str, base_dir: str | Path | None) -> str:
-    """``path`` relative to ``base_dir`` (the spec's or study's folder) unless absolute."""
+    """``path`` relative to ``base_dir`` (the spec's or study's folder) unless absolute, as an
+    absolute path (a run folder or a worker may work in another folder)."""
     p = Path(os.path.expanduser(path))
-    return str(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
+    return os.path.abspath(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
