@@ -221,6 +221,16 @@ def parse_spec(data: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     )
 
 
+def weights_relative_to(data: Any, base_dir: Path) -> Any:
+    """A spec read from a file in ``base_dir``, its ``backbone_weights`` path made absolute
+    (a relative one is relative to the spec file)."""
+    if isinstance(data, Mapping) and isinstance(data.get("backbone_weights"), str):
+        from nas_attn.backbones.pretrained import resolve_path
+
+        return {**data, "backbone_weights": resolve_path(data["backbone_weights"], base_dir)}
+    return data
+
+
 def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
     """A spec from an ArchSpec, a dict, or a YAML/JSON file path; returned canonical."""
     if isinstance(source, str | Path):
@@ -229,12 +239,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
         data = load_yaml(Path(source))
         if isinstance(data, Mapping) and "spec" in data and "backbone" not in data:
             data = data["spec"]  # an export bundle's or a trial's wrapper
-        if isinstance(data, Mapping) and isinstance(data.get("backbone_weights"), str):
-            from nas_attn.backbones.pretrained import resolve_path
-
-            data = {**data, "backbone_weights": resolve_path(data["backbone_weights"],
-                                                             Path(source).parent)}
-        return canonicalize(data)
+        return canonicalize(weights_relative_to(data, Path(source).parent))
     return canonicalize(source)
 
 

@@ -310,3 +310,18 @@ def test_the_factory_networks_own_weights_load_by_its_own_names(tmp_path):
     save_file(state, str(tmp_path / "r50.safetensors"))
     with pytest.raises(ConfigError, match=r"missing: layer4\.0\.bn1\.bias"):
         build_model(s)
+
+
+def test_ablation_designs_work_on_a_factory_backbone_and_keep_its_weights(tmp_path):
+    from nas_attn.ablation import loo, swap
+
+    base = canonicalize(spec(R50_ARGS, [{"attention": "se"}, {"attention": "eca"},
+                                        {"conv": "rfaconv"}], backbone_weights="w.safetensors"))
+    d = loo(base)
+    assert [a.name for a in d.arms] == ["base", "loo:stage0.attention", "loo:stage1.attention",
+                                        "loo:stage2.conv"]
+    assert all(a.spec.backbone == "factory" and a.spec.backbone_weights == "w.safetensors"
+               for a in d.arms)
+    arms = swap(base, ["cbam"]).arms
+    assert {a.spec.stages[0].attention.type for a in arms[1:]} == {"cbam"}
+    assert profile(arms[1].spec, input_size=(3, 32, 32)).attention_params > 0

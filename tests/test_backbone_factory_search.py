@@ -60,8 +60,8 @@ def test_search_dashboard_export_and_load_of_a_pretrained_factory_backbone(tmp_p
     assert all(json.loads(s)["backbone"] == "factory" for s in df["spec"])
     _run(["dashboard", "run", "--out", "dash.html"], tmp_path)
     assert (tmp_path / "dash.html").stat().st_size > 0
-    _run(["export", "run", "--pick", "knee", "--out", "bundles", "--allow-plugins"], tmp_path)
-    bundle = next(p for p in (tmp_path / "bundles").iterdir() if (p / "card.json").exists())
+    _run(["export", "run", "--pick", "knee", "--out", "knee", "--allow-plugins"], tmp_path)
+    bundle = run / "exports" / "knee"  # --out is relative to the run's exports/
     card = json.loads((bundle / "card.json").read_text())
     assert card["backbone_weights"]["sha256"] == weights_sha256(tmp_path / "cnn.safetensors")
     assert (bundle / "model.onnx").is_file()

@@ -138,7 +138,10 @@ def resolve_base(path: str | Path, trial: int | None = None) -> BaseSource:
     raw = load_yaml(p)
     if isinstance(raw, Mapping) and "spec" in raw and "backbone" not in raw:
         raw = raw["spec"]  # a trial's or a bundle's wrapper
-    return BaseSource(_canonical(raw, str(p)), {"kind": "spec", "path": str(p)})
+    from nas_attn.arch import weights_relative_to
+
+    return BaseSource(_canonical(weights_relative_to(raw, p.parent), str(p)),
+                      {"kind": "spec", "path": str(p)})
 
 
 def is_ablation_file(path: str | Path) -> bool:
