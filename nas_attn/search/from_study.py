@@ -26,6 +26,7 @@ from nas_attn.objectives import Objective
 from nas_attn.search.samplers import STARTUP_SAMPLERS
 from nas_attn.search.searcher import Proposal
 from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup
+from nas_attn.train_state import plain_config
 
 EVALUATOR = "nas_attn.search.evaluators:train_and_report"
 
@@ -93,8 +94,6 @@ def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
 
 def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
                      path: str = "") -> SearchSetup:
-    import dataclasses
-
     from nas_attn import __version__
 
     options = options_for(study.search, overrides or {})
@@ -108,7 +107,7 @@ def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
     return SearchSetup(
         name=study.name, objectives=objectives, epochs=int(study.train.epochs),
         propose=StudyProposer(study), evaluator=EVALUATOR,
-        evaluate_settings={"train": dataclasses.asdict(study.train),
+        evaluate_settings={"train": plain_config(study.train),
                            "data": resolved["data"],
                            "keep_checkpoints": study.search.keep_checkpoints},
         fingerprint=fingerprint, source={"kind": "study", "path": path},

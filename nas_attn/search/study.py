@@ -42,6 +42,7 @@ from nas_attn.objectives import (
 from nas_attn.plugins import consented, fingerprint_entry, is_file_ref, load_plugins, loaded_plugins
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
+from nas_attn.train_state import plain_config
 
 STUDY_KEYS = ("name", "description", "plugins", "space", "backbone_weights", "data", "train",
               "objectives", "early_stopping", "search", "latency")
@@ -161,7 +162,7 @@ class StudyConfig:
             "space": self.space.to_dict(),
             "space_hash": self.space.hash,
             "data": _data_dict(self.data),
-            "train": dataclasses.asdict(self.train),
+            "train": plain_config(self.train),
             "objectives": [o.to_dict() for o in self.objectives],
             "early_stopping": {**self.early_stopping.to_dict(), "rungs": self.rungs},
             "search": self.search.to_dict(),
@@ -177,7 +178,7 @@ class StudyConfig:
             "objectives": [o.name for o in self.objectives],
             "directions": self.directions,
             "space_hash": self.space.hash,
-            "train": dataclasses.asdict(self.train),
+            "train": plain_config(self.train),
             "data": _data_dict(self.data),
             **({"latency": self.latency.identity()} if self.latency else {}),
             **({"plugins": fingerprint_entry(self.plugins)} if self.plugins else {}),
