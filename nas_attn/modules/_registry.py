@@ -58,9 +58,19 @@ class ModuleEntry:
         from outside the zoo (a plugin) is also run once on a small input of these channels,
         so an output of the wrong shape is refused with both shapes before any training."""
         reason = self.check(*args, **hp) if self.check is not None else None
-        if reason is None and not self.cls.__module__.startswith("nas_attn.modules."):
-            reason = _shape_reason(self, args, hp)
+        if reason is None and self.is_plugin:
+            reason = self.shape_error(*args, **hp)
         return reason
+
+    @property
+    def is_plugin(self) -> bool:
+        """Registered from outside the zoo's own files (a plugin, a test)."""
+        return not self.cls.__module__.startswith("nas_attn.modules.")
+
+    def shape_error(self, *args: Any, **hp: Any) -> str | None:
+        """What is wrong with the shape of the module's output on a small input of these
+        channels (both shapes named), or None; probed once per configuration."""
+        return _shape_reason(self, args, hp)
 
     def param_count(self, *args: Any, **hp: Any) -> int:
         """Parameters of the module built with these arguments: the declared formula, or,
