@@ -26,6 +26,7 @@ A configuration the module's own ``check()`` refuses at a width is skipped there
 
 from __future__ import annotations
 
+import itertools
 import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -212,36 +213,40 @@ def _shape(y: Any) -> Any:
 
 def _check_shapes(entry: ModuleEntry, hp: Mapping[str, Any], widths: Sequence[int],
                   sizes: Sequence[tuple[int, int]], batches: Sequence[int]) -> list[Failure]:
-    out = []
+    """The first failing case of each width (and stride), so a report stays readable."""
+    out: list[Failure] = []
     for stride in (1, 2) if entry.kind == "conv" else (1,):
         for c in widths:
             module = _build(entry, hp, c, stride)
-            for h, w in sizes:
-                for n in batches:
-                    where = (f"channels={c} size={h}x{w} batch={n}"
-                             + (f" stride={stride}" if entry.kind == "conv" else ""))
-                    xs = _inputs(entry, c, n, h, w)
-                    # train mode from batch 2: BatchNorm after a global pool cannot train on 1
-                    for mode in ("train", "eval") if n > 1 else ("eval",):
-                        module.train(mode == "train")
-                        try:
-                            with torch.no_grad():
-                                y = _call(entry, module, xs)
-                        except Exception as e:
-                            out.append(Failure("shape", f"{where} {mode}", f"input "
-                                               f"{tuple(xs[0].shape)}: {type(e).__name__}: {e}"))
-                            break
-                        want = _expected(entry, c, n, h, w, stride)
-                        if _shape(y) != want:
-                            out.append(Failure("shape", f"{where} {mode}", f"input "
-                                               f"{tuple(xs[0].shape)}: output {_shape(y)}, "
-                                               f"expected {want}"))
-                            break
-                        if not torch.isfinite(y).all():
-                            out.append(Failure("shape", f"{where} {mode}",
-                                               "output has non-finite values"))
-                            break
+            for (h, w), n in itertools.product(sizes, batches):
+                failure = _shape_case(entry, module, c, h, w, n, stride)
+                if failure is not None:
+                    out.append(failure)
+                    break
     return out
+
+
+def _shape_case(entry: ModuleEntry, module: nn.Module, c: int, h: int, w: int, n: int,
+                stride: int) -> Failure | None:
+    where = f"channels={c} size={h}x{w} batch={n}" + (
+        f" stride={stride}" if entry.kind == "conv" else "")
+    xs = _inputs(entry, c, n, h, w)
+    want = _expected(entry, c, n, h, w, stride)
+    # train mode from batch 2: BatchNorm after a global pool cannot train on one image
+    for mode in ("train", "eval") if n > 1 else ("eval",):
+        module.train(mode == "train")
+        try:
+            with torch.no_grad():
+                y = _call(entry, module, xs)
+        except Exception as e:
+            return Failure("shape", f"{where} {mode}",
+                           f"input {tuple(xs[0].shape)}: {type(e).__name__}: {e}")
+        if _shape(y) != want:
+            return Failure("shape", f"{where} {mode}", f"input {tuple(xs[0].shape)}: output "
+                           f"{_shape(y)}, expected {want}")
+        if not torch.isfinite(y).all():
+            return Failure("shape", f"{where} {mode}", "output has non-finite values")
+    return None
 
 
 def _check_params(entry: ModuleEntry, hp: Mapping[str, Any], widths: Sequence[int]
