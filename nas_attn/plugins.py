@@ -195,7 +195,7 @@ def _import(ref: str, name: str, field: str, path: Path | None) -> Plugin:
         raise ConfigError(field, ref, f"{e}{_where(e, path, name)}") from None
     except ModuleNotFoundError as e:
         _forget_registrations(before)
-        if path is None and e.name is not None and name.startswith(e.name):
+        if path is None and e.name is not None and (name + ".").startswith(e.name + "."):
             raise ConfigError(field, ref, "no such plugin file or module") from None
         raise ConfigError(field, ref, f"fails to import{_where(e, path, name)}: "
                           f"{type(e).__name__}: {e}") from None

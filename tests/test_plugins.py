@@ -36,6 +36,23 @@ class ScaleGate(nn.Module):
 """
 
 
+PLUG_STUDY = """\
+name: plug
+plugins: [scale_gate.py]
+space:
+  backbone: tiny
+  backbone_args: {width: 8, blocks: 1}
+  num_classes: 4
+  stages:
+    - {attention: {none: , scale_gate: }, position: [post_bn]}
+data: {name: synthetic, num_classes: 4, train_size: 32, val_size: 16, test_size: 16,
+       image_size: 8}
+train: {epochs: 1, batch_size: 16, threads: 1}
+early_stopping: {enabled: false}
+search: {sampler: grid, trials: 2}
+"""
+
+
 @pytest.fixture(autouse=True)
 def clean_plugins(monkeypatch):
     """Each test starts without plugins or consent and leaves none behind."""
@@ -207,17 +224,7 @@ def test_study_plugins_join_the_fingerprint(tmp_path):
 
     f = _gate_file(tmp_path)
     study = tmp_path / "study.yaml"
-    study.write_text(textwrap.dedent("""\
-        name: plug
-        plugins: [scale_gate.py]
-        space:
-          backbone: tiny
-          num_classes: 10
-          stages:
-            - {attention: {none: , scale_gate: , se: }, position: [post_bn]}
-        data: {name: synthetic, train_size: 64, val_size: 32, test_size: 32, image_size: 16}
-        train: {epochs: 1, batch_size: 32}
-        """))
+    study.write_text(PLUG_STUDY)
     with pytest.raises(ConfigError) as e:
         load_study(study)
     assert str(study) in e.value.field and "--allow-plugins" in str(e.value)
@@ -256,3 +263,37 @@ def test_plugin_module_passes_the_kit(tmp_path):
 
     P.load_plugins([str(_gate_file(tmp_path))], allowed=True)
     assert check_module("scale_gate").ok
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_with_a_plugin_then_resume_detects_the_edit(tmp_path):
+    """A real (two-trial) search of a study naming a plugin; ``resume`` needs consent again,
+    and after the plugin is edited it is refused with ``plugins`` among what differs."""
+    import os
+    import subprocess
+
+    f = _gate_file(tmp_path)
+    study = tmp_path / "study.yaml"
+    study.write_text(PLUG_STUDY)
+    run = tmp_path / "run"
+    env = {**{k: v for k, v in os.environ.items() if k != P.ALLOW_ENV},
+           "RAY_AUTH_MODE": "disabled"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "nas_attn", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=400)
+
+    res = cli("search", str(study), "--out", str(run), "--quiet", "--num-cpus", "1",
+              "--allow-plugins")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "finished 2/2" in res.stdout
+    import yaml
+
+    assert yaml.safe_load((run / "study.yaml").read_text())["plugins"] == [str(f)]
+    res = cli("resume", str(run), "--quiet", "--num-cpus", "1")
+    assert res.returncode == 2 and "--allow-plugins" in res.stderr, res.stderr[-2000:]
+    f.write_text(f.read_text() + "\n# tuned after the search\n")
+    res = cli("resume", str(run), "--quiet", "--num-cpus", "1", "--allow-plugins")
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "different setup" in res.stderr and "plugins" in res.stderr, res.stderr[-2000:]
