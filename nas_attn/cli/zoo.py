@@ -119,4 +119,4 @@ def _check(name: str, as_json: bool) -> None:
     else:
         console.print(str(report), highlight=False, soft_wrap=True, markup=False)
     if not report.ok:
-        raise SystemExit(1)
+        raise typer.Exit(1)
