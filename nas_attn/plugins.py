@@ -25,7 +25,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -175,8 +175,7 @@ def _file_of(module: ModuleType) -> Path | None:
 def _import(ref: str, name: str, field: str, path: Path | None) -> Plugin:
     if name in _LOADED:
         old = _LOADED[name]
-        return Plugin(ref, old.module, old.origin, old.ship, source_sha256(old.ship),
-                      old.registered)
+        return replace(old, ref=ref, sha256=source_sha256(old.ship))
     before = _registered_names()
     try:
         if path is not None:
@@ -196,7 +195,7 @@ def _import(ref: str, name: str, field: str, path: Path | None) -> Plugin:
         raise ConfigError(field, ref, f"{e}{_where(e, path, name)}") from None
     except ModuleNotFoundError as e:
         _forget_registrations(before)
-        if path is None and e.name is not None and name.startswith(e.name):
+        if path is None and e.name is not None and (name + ".").startswith(e.name + "."):
             raise ConfigError(field, ref, "no such plugin file or module") from None
         raise ConfigError(field, ref, f"fails to import{_where(e, path, name)}: "
                           f"{type(e).__name__}: {e}") from None
@@ -289,8 +288,9 @@ def unload(plugin: Plugin) -> None:
 
 
 def loaded_plugins() -> list[Plugin]:
-    """Every plugin loaded in this process, in load order."""
-    return list(_LOADED.values())
+    """Every plugin loaded in this process, in load order, each with its source hash read
+    again (what a worker is sent, and what the fingerprint records)."""
+    return [replace(p, sha256=source_sha256(p.ship)) for p in _LOADED.values()]
 
 
 def entry_points() -> list[EntryPointInfo]:

@@ -213,6 +213,7 @@ def test_class_and_channel_counts_must_fit_the_factory_network():
 
 
 def test_an_inserted_module_that_changes_the_shape_names_stage_position_and_shapes():
+    """The plugins' shape probe (nas_attn.modules) refuses it when the spec is validated."""
     from nas_attn.modules import MODULES, register_module
 
     @register_module("halving_test_gate", kind="gate")
@@ -225,12 +226,12 @@ def test_an_inserted_module_that_changes_the_shape_names_stage_position_and_shap
 
     try:
         with pytest.raises(ConfigError) as e:
-            build_model(spec(R50_ARGS, [None, {"attention": "halving_test_gate",
-                                               "blocks": [1]}]))
+            canonicalize(spec(R50_ARGS, [None, {"attention": "halving_test_gate",
+                                                "blocks": [1]}]))
         msg = str(e.value)
         assert e.value.field == "stages[1].attention"
-        assert "post_bn of stage 1 block 1 (after layer2.1.bn3)" in msg
-        assert "[1, 512, 2, 2] for input [1, 512, 4, 4]" in msg
+        assert "at post_bn of stage 1 block 1 (512 channels)" in msg
+        assert "returns (1, 512, 4, 4) for an input of (1, 512, 8, 8)" in msg
     finally:
         MODULES.unregister("halving_test_gate")
 

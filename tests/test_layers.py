@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("backbones",),
     ("arch",),
     ("cost", "data"),
-    ("train_state",),
+    ("train_state", "testing"),
     ("train",),
     ("space",),
     ("latency",),

@@ -54,8 +54,23 @@ class ModuleEntry:
         return validate_hparams(self.hparams, values, field)
 
     def reason_invalid(self, *args: Any, **hp: Any) -> str | None:
-        """Why this module cannot be built with these arguments, or None if it can."""
-        return self.check(*args, **hp) if self.check is not None else None
+        """Why this module cannot be built with these arguments, or None if it can. A module
+        from outside the zoo (a plugin) is also run once on a small input of these channels,
+        so an output of the wrong shape is refused with both shapes before any training."""
+        reason = self.check(*args, **hp) if self.check is not None else None
+        if reason is None and self.is_plugin:
+            reason = self.shape_error(*args, **hp)
+        return reason
+
+    @property
+    def is_plugin(self) -> bool:
+        """Registered from outside the zoo's own files (a plugin, a test)."""
+        return not self.cls.__module__.startswith("nas_attn.modules.")
+
+    def shape_error(self, *args: Any, **hp: Any) -> str | None:
+        """What is wrong with the shape of the module's output on a small input of these
+        channels (both shapes named), or None; probed once per configuration."""
+        return _shape_reason(self, args, hp)
 
     def param_count(self, *args: Any, **hp: Any) -> int:
         """Parameters of the module built with these arguments: the declared formula, or,
@@ -76,6 +91,38 @@ class ModuleEntry:
 
 
 MODULES: Registry[ModuleEntry] = Registry("attention module")
+
+PROBE_SIZE = (8, 8)  # the spatial size of the shape probe of a plugin module
+_PROBED: dict[tuple[Any, ...], str | None] = {}
+
+
+def _shape_reason(entry: ModuleEntry, args: tuple[Any, ...], hp: dict[str, Any]) -> str | None:
+    """Run the module on a (1, C, 8, 8) input (on the meta device, else on the CPU for a
+    module meta cannot run) and say what is wrong with its output's shape, or None."""
+    key = (entry.cls, args, repr(sorted(hp.items())))
+    if key not in _PROBED:
+        h, w = PROBE_SIZE
+        n_in = args[1] if entry.kind == "fusion" else 1
+        want: tuple[int, ...] = (1, args[0], h, w)
+        if entry.kind == "conv":
+            stride = args[3] if len(args) > 3 else 1
+            want = (1, args[1], -(-h // stride), -(-w // stride))
+        got: Any = None
+        for device in ("meta", "cpu"):
+            try:
+                with torch.device(device), torch.no_grad():
+                    module = entry.cls(*args, **hp).eval()
+                    xs = [torch.zeros(1, args[0], h, w) for _ in range(n_in)]
+                    y = module(xs) if entry.kind == "fusion" else module(xs[0])
+                got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+                break
+            except Exception as e:
+                got = f"{type(e).__name__}: {e}"
+        inp = f"(1, {args[0]}, {h}, {w})" + (f" x {n_in}" if n_in > 1 else "")
+        _PROBED[key] = (None if got == want else
+                        f"fails on an input of {inp}: {got}" if isinstance(got, str) else
+                        f"returns {got} for an input of {inp}; expected {want}")
+    return _PROBED[key]
 
 
 def register_module(
