@@ -194,6 +194,7 @@ def test_a_pattern_that_matches_nothing_names_it_and_the_nearest_modules():
     ({**R50_ARGS, "positions": {"side": {"after": "fc"}}}, "backbone_args.positions.side",
      "unknown position"),
     ({**R50_ARGS, "factory": "no colon"}, "backbone_args.factory", "module:function"),
+    ({**R50_ARGS, "kwargs": {"depth": 50}}, "backbone_args.kwargs", "unexpected keyword"),
     ({**R50_ARGS, "stages": "layer*", "blocks": "layer9.*"}, "backbone_args.blocks", "matches no"),
 ])
 def test_bad_factory_arguments_name_the_field(args, field, words):

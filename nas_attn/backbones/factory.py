@@ -103,7 +103,12 @@ def import_factory(ref: str) -> Callable[..., Any]:
 
 
 def call_factory(args: Mapping[str, Any]) -> nn.Module:
-    net = import_factory(args["factory"])(**args["kwargs"])
+    fn = import_factory(args["factory"])
+    try:
+        net = fn(**args["kwargs"])
+    except Exception as e:  # the user's function: its failure is a bad factory setting
+        raise SpecError(f"{F}.kwargs", args["kwargs"], f"{args['factory']} failed with these "
+                        f"keyword arguments: {type(e).__name__}: {e}") from None
     if not isinstance(net, nn.Module):
         raise SpecError(f"{F}.factory", args["factory"],
                         f"returned a {type(net).__name__}, not an nn.Module")
@@ -179,7 +184,7 @@ def _infer(args: Mapping[str, Any]) -> FactoryLayout:
             si, block = _owner(p, stages, blocks, f)
             slot = by_block.setdefault((si, block), {})
             if pos in slot:
-                raise SpecError(f, pattern_of(patterns), f"matches both {slot[pos][0]} and {p} in "
+                raise SpecError(f, _pattern_of(patterns), f"matches both {slot[pos][0]} and {p} in "
                                 f"block {block}; a position names one module per block")
             slot[pos] = (p, kind)
             points[p] = (pos, kind)
@@ -214,7 +219,7 @@ def _infer(args: Mapping[str, Any]) -> FactoryLayout:
                          classifier)
 
 
-def pattern_of(patterns: list[str]) -> str | list[str]:
+def _pattern_of(patterns: list[str]) -> str | list[str]:
     return patterns[0] if len(patterns) == 1 else patterns
 
 
