@@ -327,3 +327,15 @@ def test_ablation_designs_work_on_a_factory_backbone_and_keep_its_weights(tmp_pa
     arms = swap(base, ["cbam"]).arms
     assert {a.spec.stages[0].attention.type for a in arms[1:]} == {"cbam"}
     assert profile(arms[1].spec, input_size=(3, 32, 32)).attention_params > 0
+
+
+def test_fvcores_count_of_the_factory_resnet50_is_the_builtins():
+    """fvcore traces with torch.jit: the gates' forward hooks are in its graph too."""
+    from nas_attn.cost.fvcore import profile_fvcore
+
+    stages = [{"attention": "se"}, {"conv": "rfaconv"}]
+    ours = profile_fvcore(spec(R50_ARGS, stages), (3, 32, 32))
+    builtin = profile_fvcore({"backbone": "resnet50", "num_classes": 10, "stages": stages},
+                             (3, 32, 32))
+    assert (ours.flops, ours.attention_flops) == (builtin.flops, builtin.attention_flops)
+    assert ours.attention_flops > 0
