@@ -118,6 +118,7 @@ def test_a_small_user_cnn_trains_exports_and_loads(tmp_path):
     assert model.net.head[2].out_features == 4  # resized classifier
     out = export_bundle(model.spec, model, tmp_path / "b", metadata={})
     assert (out / "model.onnx").is_file() and (out / "weights.safetensors").is_file()
+    assert "NAS_ATTN_ALLOW_PLUGINS=1" in (out / "LOADING.md").read_text()
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(load(out)(x), model.eval()(x))
 

@@ -148,7 +148,8 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
                  {"nas_attn": json.dumps({"format": card_mod.FORMAT, "spec_hash": h})})
     onnx_mod.export_onnx(model, tmp / ONNX, input_shape)
     check = onnx_mod.check_onnx(model, tmp / ONNX, input_shape, atol=atol, rtol=rtol)
-    (tmp / LOADING).write_text(card_mod.loading_note(final_name, input_shape))
+    factory = canon.backbone_args.get("factory") if canon.backbone == "factory" else None
+    (tmp / LOADING).write_text(card_mod.loading_note(final_name, input_shape, factory))
     files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
              for n in CHECKSUMMED}
     card = card_mod.build_card(

@@ -248,6 +248,16 @@ Inputs must be normalised as during training (see `MODEL_CARD.md`). The weights 
 """
 
 
-def loading_note(name: str, input_shape: tuple[int, ...]) -> str:
+FACTORY_NOTE = """
+This network's backbone is user code, `{factory}` (a `factory` backbone): `nas_attn.load`
+imports it again, so that module must be importable and loading needs consent, as building it
+did (`NAS_ATTN_ALLOW_PLUGINS=1`, or `--allow-plugins` on the command line). The ONNX graph
+needs neither.
+"""
+
+
+def loading_note(name: str, input_shape: tuple[int, ...], factory: str | None = None) -> str:
+    """LOADING.md; ``factory``: the user's function of a factory backbone, if it is one."""
     c, h, w = input_shape
-    return LOADING_NOTE.format(name=name, c=c, h=h, w=w)
+    note = LOADING_NOTE.format(name=name, c=c, h=h, w=w)
+    return note + FACTORY_NOTE.format(factory=factory) if factory else note
