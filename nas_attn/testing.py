@@ -137,7 +137,7 @@ def check_module(
             at = tuple(onnx_size or sizes[-1])
             _run(report, "onnx", lambda: _check_onnx(entry, hp, widths[0], at))  # type: ignore
         if positions and entry.name in MODULES and MODULES.get(entry.name) is entry:
-            _run(report, "positions", lambda: _check_positions(entry, hp))
+            _run(report, "positions", lambda: _check_positions(entry, hp, report.skipped))
         elif positions:
             report.skipped.append("positions (the class is not registered)")
     if raise_on_failure and not report.ok:
@@ -347,25 +347,50 @@ def _check_onnx(entry: ModuleEntry, hp: Mapping[str, Any], c: int, size: tuple[i
     return []
 
 
-def _position_specs(entry: ModuleEntry, hp: Mapping[str, Any]) -> list[tuple[str, dict]]:
+POSITION_WIDTHS = (16, 32, 8)  # the tiny network's first-stage widths, tried in this order
+
+
+def _sites(entry: ModuleEntry, width: int, position: str | None) -> list[tuple[int, ...]]:
+    """Constructor arguments at every place of stage 1 of ``tiny`` the module would take."""
+    from nas_attn.backbones import get_backbone
+
+    info = get_backbone("tiny").layout({"width": width, "blocks": 2})[1]
+    if entry.kind == "fusion":
+        return [(info.channels, len(info.blocks))]
+    if entry.kind == "conv":
+        return [(*b.conv[:2], 3, b.conv[2]) for b in info.blocks if b.conv is not None]
+    return [(b.positions[position],) for b in info.blocks if position in b.positions]
+
+
+def _position_specs(entry: ModuleEntry, hp: Mapping[str, Any], skipped: list[str]
+                    ) -> list[tuple[str, dict]]:
     """(where, spec) pairs: the module in stage 1 (a strided block and a plain one) of the
-    small ``tiny`` network at every position of its kind."""
+    small ``tiny`` network at every position of its kind, at the first width whose channels
+    the module's own ``check()`` accepts (a width it refuses everywhere is skipped)."""
     choice = {"type": entry.name, **hp}
-    base = {"backbone": "tiny", "backbone_args": {"width": 16, "blocks": 2},
-            "num_classes": 5, "in_chans": 3}
-    if entry.kind == "gate":
-        return [(f"stage 1 position {p}",
-                 {**base, "stages": [None, {"attention": choice, "position": p}, None]})
-                for p in GATE_POSITIONS]
-    key = "conv" if entry.kind == "conv" else "fusion"
-    return [(f"stage 1 {key}", {**base, "stages": [None, {key: choice}, None]})]
+    key = {"gate": "attention", "conv": "conv", "fusion": "fusion"}[entry.kind]
+    out = []
+    for position in GATE_POSITIONS if entry.kind == "gate" else (None,):
+        where = f"stage 1 position {position}" if position else f"stage 1 {key}"
+        reasons = [next((r for r in (entry.check(*a, **hp) for a in _sites(entry, w, position))
+                         if r), None) if entry.check is not None else None
+                   for w in POSITION_WIDTHS]
+        if all(reasons):
+            skipped.append(f"positions [{where}]: {reasons[0]}")
+            continue
+        width = POSITION_WIDTHS[reasons.index(None)]
+        stage = {key: choice, **({"position": position} if position else {})}
+        out.append((where, {"backbone": "tiny", "backbone_args": {"width": width, "blocks": 2},
+                            "num_classes": 5, "in_chans": 3, "stages": [None, stage, None]}))
+    return out
 
 
-def _check_positions(entry: ModuleEntry, hp: Mapping[str, Any]) -> list[Failure]:
+def _check_positions(entry: ModuleEntry, hp: Mapping[str, Any], skipped: list[str]
+                     ) -> list[Failure]:
     from nas_attn.arch import build_model
 
     out = []
-    for where, spec in _position_specs(entry, hp):
+    for where, spec in _position_specs(entry, hp, skipped):
         try:
             torch.manual_seed(0)
             model = build_model(spec).train()

@@ -114,3 +114,25 @@ def test_unregistered_class_needs_a_kind() -> None:
     with pytest.raises(ConfigError) as e:
         check_module(HalvesChannels)
     assert e.value.field == "kind" and e.value.choices == ["gate", "conv", "fusion"]
+
+
+def test_positions_use_a_width_the_modules_check_accepts() -> None:
+    from nas_attn.modules import register_module
+
+    def multiple_of_32(channels: int) -> str | None:
+        return None if channels % 32 == 0 else f"needs a multiple of 32 channels; got {channels}"
+
+    register_module("kit_wide_only", kind="gate", check=multiple_of_32)(UnusedParameter)
+    register_module("kit_never", kind="gate", check=lambda channels: "never builds")(Noisy)
+    try:
+        r = check_module("kit_wide_only", raise_on_failure=False, onnx=False,
+                         channels=(8, 32, 64))
+        assert "positions" in r.ran and "positions" not in r.failed_checks()
+        assert "skipped: positions" not in str(r)  # width 32 of the tiny network fits
+        assert "skipped: channels=8: needs a multiple of 32 channels; got 8" in str(r)
+        r = check_module("kit_never", raise_on_failure=False, onnx=False)
+        assert r.failed_checks() == ["shape"]  # refused at every width: nothing to check
+        assert "the module's check() refuses every channel count" in str(r)
+    finally:
+        MODULES.unregister("kit_wide_only")
+        MODULES.unregister("kit_never")
