@@ -6,6 +6,7 @@ A plain, JSON/YAML-serialisable description of one network::
     backbone_args: {}             # e.g. {width_mult: 0.75} for mobilenetv2
     num_classes: 1000
     in_chans: 3
+    backbone_weights: r18.safetensors  # optional: pretrained backbone weights (docs/backbones.md)
     stages:                       # one entry per stage, in order; omitted stages have no attention
       - attention: {type: se, rd_ratio: 0.0625}   # or null; aliases: {type: se, reduction: 16}
         position: post_bn         # pre | mid | post_bn | post_add | identity
@@ -16,7 +17,8 @@ A plain, JSON/YAML-serialisable description of one network::
 :func:`canonicalize` resolves a spec against its backbone's layout (defaults written out, block
 selections resolved, settings that cannot matter dropped) and validates it; :func:`spec_hash`
 hashes the canonical form (:func:`hash_json`), so two specs that build the same network share a
-hash. Module hyperparameters are canonical under the zoo's shared names; the names of the papers
+hash. ``backbone_weights`` is not part of the hash (the architecture is the same; the file's
+SHA-256 joins the study fingerprint and the model card instead). Module hyperparameters are canonical under the zoo's shared names; the names of the papers
 (CA's ``reduction``, ECA's ``k_size``, ...) are accepted as aliases. The user
 reference (every key, the positions per backbone, canonical form and hash rules) is docs/spec.md.
 """
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from nas_attn.modules import ModuleEntry
 
 STAGE_KEYS = ("attention", "position", "blocks", "conv", "fusion")
-SPEC_KEYS = ("backbone", "backbone_args", "num_classes", "in_chans", "stages")
+SPEC_KEYS = ("backbone", "backbone_args", "backbone_weights", "num_classes", "in_chans", "stages")
 
 
 @dataclass(frozen=True)
@@ -81,15 +83,19 @@ class ArchSpec:
     in_chans: int = 3
     stages: tuple[StageSpec, ...] = ()
     backbone_args: Mapping[str, Any] = field(default_factory=dict)
+    backbone_weights: str | None = None  # a weights file build_model loads into the backbone
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "backbone": self.backbone,
             "backbone_args": {k: _plain(v) for k, v in self.backbone_args.items()},
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
             "stages": [s.to_dict() for s in self.stages],
         }
+        if self.backbone_weights is not None:
+            d["backbone_weights"] = self.backbone_weights
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -201,13 +207,28 @@ def parse_spec(data: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     bargs = data.get("backbone_args") or {}
     if not isinstance(bargs, Mapping):
         raise SpecError("backbone_args", bargs, "expected a mapping")
+    weights = data.get("backbone_weights")
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise SpecError("backbone_weights", weights, "expected the path of a weights file "
+                        "(.safetensors, or a torch state dict)")
     return ArchSpec(
         backbone=data["backbone"],
         num_classes=_positive_int(data.get("num_classes", 10), "num_classes"),
         in_chans=_positive_int(data.get("in_chans", 3), "in_chans"),
         stages=tuple(_parse_stage(s, f"stages[{i}]") for i, s in enumerate(stages)),
         backbone_args=dict(bargs),
+        backbone_weights=weights,
     )
+
+
+def weights_relative_to(data: Any, base_dir: Path) -> Any:
+    """A spec read from a file in ``base_dir``, its ``backbone_weights`` path made absolute
+    (a relative one is relative to the spec file)."""
+    if isinstance(data, Mapping) and isinstance(data.get("backbone_weights"), str):
+        from nas_attn.backbones.pretrained import resolve_path
+
+        return {**data, "backbone_weights": resolve_path(data["backbone_weights"], base_dir)}
+    return data
 
 
 def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
@@ -218,7 +239,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | ArchSpec) -> ArchSpec:
         data = load_yaml(Path(source))
         if isinstance(data, Mapping) and "spec" in data and "backbone" not in data:
             data = data["spec"]  # an export bundle's or a trial's wrapper
-        return canonicalize(data)
+        return canonicalize(weights_relative_to(data, Path(source).parent))
     return canonicalize(source)
 
 
@@ -316,13 +337,12 @@ def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
     cannot be built. Idempotent: ``canonicalize(canonicalize(s)) == canonicalize(s)``.
     """
     from nas_attn.backbones import BACKBONES
-    from nas_attn.hparams import validate_hparams
 
     spec = parse_spec(spec)
     if spec.backbone not in BACKBONES:
         raise SpecError("backbone", spec.backbone, "unknown backbone", sorted(BACKBONES))
     bb = BACKBONES.get(spec.backbone)
-    bargs = validate_hparams(bb.hparams, spec.backbone_args, "backbone_args")
+    bargs = bb.validate_args(spec.backbone_args)
     layout = bb.layout(bargs)
     if len(spec.stages) > len(layout):
         raise SpecError("stages", len(spec.stages),
@@ -349,7 +369,8 @@ def canonicalize(spec: Mapping[str, Any] | ArchSpec) -> ArchSpec:
                                 "would never run; select other blocks or another position",
                                 [p for p in POSITIONS if p != "post_add"])
         out.append(StageSpec(attention, position, blocks, conv, fusion))
-    return ArchSpec(spec.backbone, spec.num_classes, spec.in_chans, tuple(out), bargs)
+    return ArchSpec(spec.backbone, spec.num_classes, spec.in_chans, tuple(out), bargs,
+                    spec.backbone_weights)
 
 
 def hash_json(spec: Mapping[str, Any] | ArchSpec) -> str:
@@ -360,6 +381,7 @@ def hash_json(spec: Mapping[str, Any] | ArchSpec) -> str:
     from nas_attn.modules import MODULES
 
     d = canonicalize(spec).to_dict()
+    d.pop("backbone_weights", None)
     for stage in d["stages"]:
         for slot in ("attention", "conv", "fusion"):
             choice = stage[slot]
@@ -383,4 +405,10 @@ def build_model(spec: str | Path | Mapping[str, Any] | ArchSpec):
     canon = load_spec(spec)
     model = get_backbone(canon.backbone).build(canon)
     model.spec = canon  # type: ignore[attr-defined]
+    model.pretrained = None  # type: ignore[attr-defined]
+    on_meta = any(p.is_meta for p in model.parameters())
+    if canon.backbone_weights is not None and not on_meta:  # a meta network holds no weights
+        from nas_attn.backbones.pretrained import load_backbone_weights
+
+        model.pretrained = load_backbone_weights(model, canon.backbone_weights)  # type: ignore[attr-defined]
     return model

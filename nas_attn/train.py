@@ -5,7 +5,9 @@ Recipe: SGD (Nesterov momentum) or AdamW; the learning rate rises linearly for
 ``warmup_epochs`` and then follows a cosine to zero (Loshchilov & Hutter, SGDR, arXiv
 1608.03983, without restarts), updated every step; optional label smoothing (Szegedy et al.,
 arXiv 1512.00567) and gradient-norm clipping. Weight decay applies to every parameter (as in
-the original CIFAR ResNet recipe). The last incomplete training batch of an epoch is dropped
+the original CIFAR ResNet recipe). Fine-tuning (docs/backbones.md): ``backbone_lr_mult`` scales
+the backbone's learning rate against the new modules' (inserted zoo modules, a classifier not
+loaded from ``backbone_weights``), ``freeze`` stops the gradient of ``stem``/``stageN``. The last incomplete training batch of an epoch is dropped
 (each epoch draws a fresh permutation, so every image is still used).
 
 Resuming: ``on_state`` receives the full training state (:mod:`nas_attn.train_state`) after
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas_attn import train_state
+from nas_attn.backbones.positions import check_freeze
 from nas_attn.config import (
     check_bool,
     check_choice,
@@ -73,6 +76,8 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     eval_batch_size: int = 512
+    backbone_lr_mult: float = 1.0
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_int(self.epochs, "train.epochs", low=1)
@@ -106,6 +111,8 @@ class TrainConfig:
         check_choice(self.amp, "train.amp", AMP_MODES)
         check_bool(self.channels_last, "train.channels_last")
         check_int(self.eval_batch_size, "train.eval_batch_size", low=1)
+        check_float(self.backbone_lr_mult, "train.backbone_lr_mult", low=0, low_open=True)
+        object.__setattr__(self, "freeze", check_freeze(self.freeze))
 
 
 @dataclass(frozen=True)
@@ -282,16 +289,6 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig):
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def train_spec(
     spec: ArchSpec | Mapping[str, Any] | str | Path,
     data: DatasetBundle | DataConfig | Mapping[str, Any] | str,
@@ -345,8 +342,16 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
     import torch.nn.functional as F
 
     from nas_attn.arch import build_model
+    from nas_attn.backbones.pretrained import (
+        freeze_,
+        frozen_modules,
+        keep_frozen_in_eval,
+        make_optimizer,
+    )
 
     model = build_model(canon).to(device)
+    frozen = frozen_modules(model, cfg.freeze)
+    freeze_(frozen)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     num_params = sum(p.numel() for p in model.parameters())
@@ -358,7 +363,7 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
     steps_per_epoch = n // bs
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    opt = _make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
     gen = torch.Generator(device=x_train.device).manual_seed(cfg.seed)
     on_device = x_train.device == device
@@ -372,6 +377,7 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
         t_start -= history[-1].elapsed_s if history else 0.0
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         model.train()
+        keep_frozen_in_eval(frozen)
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=x_train.device)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
@@ -386,7 +392,7 @@ def _train(canon: ArchSpec, data: DatasetBundle, cfg: TrainConfig, device: torch
                 xb = xb.contiguous(memory_format=torch.channels_last)
             lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["lr_mult"]
             with _autocast(device, cfg.amp):
                 loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)

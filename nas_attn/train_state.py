@@ -28,9 +28,14 @@ VERSION = 1
 RUNTIME_FIELDS = ("device", "threads", "eval_batch_size", "deterministic", "channels_last")
 
 
+def plain_config(cfg: Any) -> dict[str, Any]:
+    """A TrainConfig as plain data, as JSON and YAML give it back (``freeze`` as a list)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
 def recipe(cfg: Any) -> dict[str, Any]:
     """The fields of a TrainConfig a resumed training must share with the saved one (pure)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS}
+    return {k: v for k, v in plain_config(cfg).items() if k not in RUNTIME_FIELDS}
 
 
 def check_resumable(state: Mapping[str, Any], cfg: Any, steps_per_epoch: int,

@@ -43,33 +43,35 @@ def save_weights(model: Any, path: Path, metadata: Mapping[str, str] | None = No
     save_model(model, str(path), metadata=dict(metadata or {}))
 
 
-def check_state(state: Mapping[str, Any], model: Any, source: str) -> list[str]:
-    """Compare ``state`` with ``model.state_dict()``; return the names to skip (aliases of a
-    loaded tensor); ConfigError naming ``source`` for any mismatch."""
+def check_state(state: Mapping[str, Any], model: Any, source: str,
+                expected: Mapping[str, Any] | None = None) -> list[str]:
+    """Compare ``state`` with ``expected`` (default ``model.state_dict()``); return the names
+    to skip (aliases of a loaded tensor). ConfigError naming ``source`` for any mismatch, with
+    every missing, unexpected and mis-shaped tensor named in one message."""
     import torch
 
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ConfigError(source, None, "expected a state dict (tensor names -> tensors)")
-    expected = model.state_dict()
+    if expected is None:
+        expected = model.state_dict()
     groups = shared_groups(expected)
     unexpected = sorted(k for k in state if k not in expected)
     missing = sorted(k for k in expected if k not in state and not (groups[k] & state.keys()))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} tensor(s) of the network missing: {_names(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} tensor(s) the network does not have: "
-                         f"{_names(unexpected)}")
+    shapes = [f"{k} {list(state[k].shape)} (network: {list(v.shape)})"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) of the network missing: {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) the network does not have: "
+                     f"{_names(unexpected)}")
+    if shapes:
+        parts.append(f"shape of {_names(shapes)}")
+    if parts:
         raise ConfigError(source, None, "weights do not match the spec's network: "
                           + "; ".join(parts))
-    wrong = [f"{k} {list(state[k].shape)} (network: {list(v.shape)})"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if wrong:
-        raise ConfigError(source, None, f"weights do not match the spec's network: shape of "
-                          f"{_names(wrong)}")
     wrong = [f"{k} {state[k].dtype} (network: {v.dtype})" for k, v in expected.items()
              if k in state and state[k].is_floating_point() != v.is_floating_point()]
     if wrong:
@@ -96,6 +98,17 @@ def read_safetensors(path: Path) -> dict[str, Any]:
 
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``), by suffix."""
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if path.suffix in TORCH_SUFFIXES:
+        return read_torch_checkpoint(path)
+    raise ConfigError(str(path), path.suffix, "unknown weights file type",
+                      [".safetensors", *TORCH_SUFFIXES])
 
 
 def read_torch_checkpoint(path: Path) -> dict[str, Any]:

@@ -51,3 +51,42 @@ def test_profile_command(tmp_path, capsys):
     assert "latency" in capsys.readouterr().out
     assert main(["profile", str(tmp_path / "missing.yaml")]) == 2
     assert main(["profile", str(spec), "--input-size", "1", "16", "16"]) == 2
+
+
+def test_zoo_check_runs_the_kit(capsys):
+    assert main(["zoo", "--check", "eca", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["module"] == "eca" and report["ok"] and report["failures"] == []
+    assert "onnx" in report["ran"] and "positions" in report["ran"]
+    assert main(["zoo", "--check", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--check" in err and "'eca'" in err
+
+
+def test_zoo_check_of_a_failing_plugin_exits_1(tmp_path, capsys):
+    from nas_attn import plugins
+
+    f = tmp_path / "zoo_halver.py"
+    f.write_text("from torch import nn\nfrom nas_attn.modules import register_module\n\n\n"
+                 "@register_module('zoo_halver', kind='gate')\n"
+                 "class Halver(nn.Module):\n"
+                 "    def __init__(self, channels: int) -> None:\n"
+                 "        super().__init__()\n"
+                 "        self.proj = nn.Conv2d(channels, channels // 2, 1)\n\n"
+                 "    def forward(self, x):\n        return self.proj(x)\n")
+    try:
+        assert main(["zoo", "--check", "zoo_halver", "--plugin", str(f), "--allow-plugins"]) == 1
+        out = capsys.readouterr().out
+        assert "FAIL shape [channels=8 size=8x8 batch=1 eval]" in out
+        assert "output (1, 4, 8, 8), expected (1, 8, 8, 8)" in out
+    finally:
+        for p in plugins.loaded_plugins():
+            if p.module == "zoo_halver":
+                plugins.unload(p)
+        plugins._CONSENT[0] = False
+
+
+def test_zoo_plugins_lists_entry_points(capsys):
+    assert main(["zoo", "--plugins", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"entry_points": [], "allowed": False}

@@ -190,3 +190,75 @@ def test_local_runtime_listens_on_loopback_only():
             listening
     finally:
         ray.shutdown()
+
+
+PLUGIN_GATE = '''\
+"""A gate that exists only in the test's folder on the driver; it records where it was
+imported from (the record is the test's window, not the way the code travels)."""
+import os
+import torch
+from torch import nn
+from nas_attn.modules import register_module
+
+with open({log!r}, "a") as f:
+    f.write(f"{{os.getpid()}} {{__file__}}\\n")
+
+
+@register_module("driver_only_gate", kind="gate")
+class DriverOnlyGate(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.w).view(1, -1, 1, 1)
+'''
+
+
+def test_a_plugin_on_the_driver_only_reaches_workers_on_both_nodes(tmp_path, cluster):
+    """The plugin file lives in a folder only the driver is told about (not the working
+    directory, not on any sys.path); the two nodes were started before it existed. Trials that
+    build the plugin's module train on both nodes, and the workers import it from what Ray's
+    runtime environment unpacked (py_modules), not from the driver's folder."""
+    import nas_attn
+
+    address, tag = cluster
+    src = tmp_path / "driver_only"
+    src.mkdir()
+    log = tmp_path / "imports.log"
+    plugin = src / "driver_only_gate.py"
+    plugin.write_text(PLUGIN_GATE.format(log=str(log)))
+    work = tmp_path / "work"
+    work.mkdir()
+    study = work / "plug.yaml"
+    study.write_text(
+        "name: plug\n"
+        f"plugins: [{plugin}]\n"
+        "space:\n  backbone: tiny\n  backbone_args: {width: 8, blocks: 1}\n  num_classes: 4\n"
+        "  stages:\n    - {attention: {driver_only_gate: }, "
+        "position: [post_bn, pre, post_add, identity, mid]}\n"
+        "data: {name: synthetic, num_classes: 4, train_size: 64, val_size: 32, test_size: 32, "
+        "image_size: 8}\n"
+        "train: {epochs: 1, batch_size: 32, threads: 1}\n"
+        "early_stopping: {enabled: false}\n"
+        "search: {sampler: random, seed: 0}\n")
+    run = work / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("NAS_ATTN_ALLOW_PLUGINS",)}
+    res = subprocess.run(
+        [sys.executable, "-m", "nas_attn", "search", str(study), "--address", address,
+         "--trials", "4", "--cpus-per-trial", "1", "--out", str(run), "--quiet",
+         "--allow-plugins"],
+        cwd=work, env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "finished 4/4" in res.stdout, res.stdout[-3000:]
+
+    df = nas_attn.load_run(run).trials
+    trained = df[(df["counts"] == True) & (df["reused"] != True)]  # noqa: E712
+    assert (trained["state"] == "COMPLETE").all(), trained[["state"]].to_string()
+    assert set(trained["node_id"]) == _raylet_node_ids(tag)
+    imports = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    worker_files = {f for pid, f in imports if f != str(plugin)}
+    assert worker_files, imports  # every worker import came from elsewhere than the driver's
+    assert all("runtime_resources" in f and "py_modules" in f for f in worker_files), imports
+    assert str(plugin) in {f for _, f in imports}  # the driver imported its own file

@@ -138,7 +138,10 @@ def resolve_base(path: str | Path, trial: int | None = None) -> BaseSource:
     raw = load_yaml(p)
     if isinstance(raw, Mapping) and "spec" in raw and "backbone" not in raw:
         raw = raw["spec"]  # a trial's or a bundle's wrapper
-    return BaseSource(_canonical(raw, str(p)), {"kind": "spec", "path": str(p)})
+    from nas_attn.arch import weights_relative_to
+
+    return BaseSource(_canonical(weights_relative_to(raw, p.parent), str(p)),
+                      {"kind": "spec", "path": str(p)})
 
 
 def is_ablation_file(path: str | Path) -> bool:
@@ -262,7 +265,8 @@ class AblationConfig:
         """(C, H, W) the arms see: the data's, else the backbone's natural size."""
         from nas_attn.backbones import BACKBONES
 
-        natural = BACKBONES.get(self.base["backbone"]).input_size
+        natural = BACKBONES.get(self.base["backbone"]).natural_input_size(
+            self.base.get("backbone_args") or {})
         size = self.data.get("image_size")
         c = int(self.base["in_chans"])
         return (c, int(size), int(size)) if size else (c, *natural[1:])

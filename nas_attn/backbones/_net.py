@@ -184,6 +184,10 @@ class AttnNet(nn.Module):
     apart: :meth:`forward_stem` (input to the first stage), the stages, and
     :meth:`forward_head` (the last stage's output to the logits)."""
 
+    backbone_prefix = ""  # where the backbone's own tensors sit in the state dict
+    has_cells = True  # forward_stem / stages / forward_head exist (latency tables time them)
+    classifier_name: str | None = None  # the final nn.Linear, sized to the spec's num_classes
+
     def __init__(self) -> None:
         super().__init__()
         self.spec: ArchSpec | None = None  # build_model sets the canonical spec
@@ -192,9 +196,22 @@ class AttnNet(nn.Module):
         """Every inserted zoo module (gate, conv or fusion) as ``(qualified_name, module)``."""
         return find_zoo_modules(self)
 
+    def backbone_names(self) -> dict[str, str]:
+        """``{name in a backbone-weights file: name in this network}`` for every tensor of the
+        backbone itself (inserted zoo modules excluded). A backbone whose files use other
+        names (MobileNetV2: torchvision's ``features.*``) overrides this."""
+        zoo = tuple(f"{n}." for n, _ in self.attention_modules())
+        p = self.backbone_prefix
+        return {k[len(p):]: k for k in self.state_dict()
+                if k.startswith(p) and not k.startswith(zoo)}
+
     @property
     def stages(self) -> list[Stage]:
         raise NotImplementedError
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The module of every stage, in order (what ``train.freeze: [stageN]`` freezes)."""
+        return list(self.stages)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -133,7 +133,33 @@ def _torchvision_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def torchvision_name(name: str, blocks: list[int]) -> str:
+    """The name torchvision's ``mobilenet_v2`` gives a tensor of this network (``blocks``: the
+    block count of each stage): its ``features`` are the stem, the 17 blocks, the head."""
+    head, _, rest = name.partition(".")
+    if head == "stem":
+        return f"features.0.{rest}"
+    if head == "head":
+        return f"features.{sum(blocks) + 1}.{rest}"
+    if head != "layers":
+        return name  # classifier.1.*
+    s, b, part, i, tail = rest.split(".", 4)
+    k = 1 + sum(blocks[:int(s)]) + int(b)
+    expands = int(s) > 0  # stage 0 (t = 1) has no 1x1 expansion
+    conv = {("expand", "0"): "0.0", ("expand", "1"): "0.1",
+            ("dw", "0"): f"{int(expands)}.0", ("dw", "1"): f"{int(expands)}.1",
+            ("project", "0"): f"{1 + int(expands)}", ("project", "1"): f"{2 + int(expands)}"}
+    return f"features.{k}.conv.{conv[part, i]}.{tail}"
+
+
 class MobileNetV2(AttnNet):
+    classifier_name = "classifier.1"
+
+    def backbone_names(self) -> dict[str, str]:
+        """torchvision's names (``features.*``, ``classifier.1``) -> this network's."""
+        blocks = [len(stage) for stage in self.stages]
+        return {torchvision_name(ours, blocks): ours for ours in super().backbone_names()}
+
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         stem, geometry, head = _geometry(float(spec.backbone_args.get("width_mult", 1.0)))

@@ -6,11 +6,15 @@ search-space language and the ablation designs read them from here. Light on pur
 
 from __future__ import annotations
 
-from nas_attn.errors import SpecError
+import re
+from typing import Any
+
+from nas_attn.errors import ConfigError, SpecError
 
 DEFAULT_POSITION = "post_bn"
 POSITIONS = ("pre", "mid", "post_bn", "post_add", "identity")
 BLOCK_KEYWORDS = ("all", "first", "last")
+FREEZE_WORD = re.compile(r"^(stem|stage\d+)$")  # the parts train.freeze names
 
 
 def resolve_blocks(sel: str | tuple[int, ...], n: int, field: str) -> list[int]:
@@ -33,3 +37,16 @@ def resolve_blocks(sel: str | tuple[int, ...], n: int, field: str) -> list[int]:
     if len(set(out)) != len(out):
         raise SpecError(field, list(sel), "duplicate block indices")
     return sorted(out)
+
+
+def check_freeze(value: Any) -> tuple[str, ...]:
+    """``train.freeze``: distinct parts, ``stem`` (what runs before the first stage) and
+    ``stageN`` (0-based, as ``stages[N]``); whether the network has stage N is checked when
+    it is built (:func:`nas_attn.backbones.pretrained.frozen_modules`)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or len(set(items)) < len(items) or not all(
+        isinstance(w, str) and FREEZE_WORD.match(w) for w in items
+    ):
+        raise ConfigError("train.freeze", value, "expected a list of distinct network parts",
+                          ["stem", "stage0", "stage1", "..."])
+    return tuple(items)

@@ -81,6 +81,8 @@ class ResNet(AttnNet):
     """A ResNet with attention inserted per its spec; torchvision's module names (``conv1``,
     ``bn1``, ``layer1``..., ``fc``)."""
 
+    classifier_name = "fc"
+
     def __init__(self, cfg: ResNetConfig, spec: ArchSpec) -> None:
         super().__init__()
         infos = resnet_layout(cfg)

@@ -29,3 +29,16 @@ MaxConcurrent = Annotated[int | None, typer.Option(
 RunOut = Annotated[Path | None, typer.Option(
     "--out", "-o", help="run folder (default runs/<name>-<timestamp>)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no live progress")]
+PluginRefs = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="a plugin to load first: a .py file or a module (my_pkg.attn); "
+    "repeatable; needs --allow-plugins")]
+AllowPlugins = Annotated[bool, typer.Option(
+    "--allow-plugins", help="consent to run user code: the --plugin files, the study's "
+    "plugins: and installed entry points of group nas_attn.plugins (or NAS_ATTN_ALLOW_PLUGINS=1)")]
+
+
+def use_plugins(refs: list[str] | None, allow: bool) -> None:
+    """The first step of every command that builds models: consent, entry points, --plugin."""
+    from nas_attn.plugins import activate
+
+    activate(refs or [], allow=allow)

@@ -16,13 +16,16 @@ import typer
 from nas_attn.cli import app, console, err_console
 from nas_attn.cli._options import (
     Address,
+    AllowPlugins,
     CpusPerTrial,
     GpusPerTrial,
     MaxConcurrent,
     NumCpus,
     NumGpus,
+    PluginRefs,
     Quiet,
     RunOut,
+    use_plugins,
 )
 
 FACTOR_HELP = ("a factor (default levels) or FACTOR=L1,L2,... (repeatable), e.g. "
@@ -154,8 +157,11 @@ def ablate_cmd(
     gpus_per_trial: GpusPerTrial = None,
     out: RunOut = None,
     quiet: Quiet = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Ablate an architecture: train every arm of a design with paired seeds through Ray."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.errors import ConfigError
 
     if base is None:

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from nas_attn.cli import app, console, err_console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 PICK_HELP = ("knee, max-accuracy, min-flops, flops<=X (4e7, 40M, 1.5G), trial=N or front; "
              "repeat --pick for several")
@@ -40,8 +41,11 @@ def export_cmd(
     force: Annotated[bool, typer.Option(
         "--force", help="replace an existing bundle (never a folder that is not one)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the paths")] = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Export picked trials of a search run as bundles (spec, weights, ONNX, model card)."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.export.from_run import export_from_run
 
     def say(msg: str) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from nas_attn.cli import app, console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 latency_app = typer.Typer(help="Latency tables: time every cell of a space once, then predict.",
                           no_args_is_help=True)
@@ -47,8 +48,11 @@ def build_cmd(
         "--out", "-o", help="table file (default: FILE's stem + .latency.json)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted build")
                       ] = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Time every cell (stem, blocks with each choice, fusion stages, head) of a space."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.latency import build_table
     from nas_attn.search.study import load_space_or_study
 
@@ -74,8 +78,11 @@ def validate_cmd(
                     ] = 1,
     as_json: Annotated[Path | None, typer.Option("--json", help="also write the report here")
                        ] = None,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Time random whole networks end to end and report the prediction's error distribution."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.cost.latency_table import check_fingerprint, load_table
     from nas_attn.cost.timing import fingerprint
     from nas_attn.files import write_atomically

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nas_attn.cli import app, console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 if TYPE_CHECKING:
     from nas_attn.cost import ProfileResult
@@ -39,8 +40,11 @@ def profile_cmd(
     by_module: Annotated[bool, typer.Option(
         "--by-module", help="also print fvcore's per-module table (params and FLOPs)")] = False,
     depth: Annotated[int, typer.Option("--depth", help="depth of the --by-module table")] = 3,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Count params and FLOPs of a spec (every attention op counted); optionally time it."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.cost import profile
     from nas_attn.errors import ConfigError
 

@@ -18,13 +18,16 @@ import typer
 from nas_attn.cli import app, console, err_console
 from nas_attn.cli._options import (
     Address,
+    AllowPlugins,
     CpusPerTrial,
     GpusPerTrial,
     MaxConcurrent,
     NumCpus,
     NumGpus,
+    PluginRefs,
     Quiet,
     RunOut,
+    use_plugins,
 )
 
 SAMPLER_HELP = "tpe, nsga2, gp, random or grid"
@@ -97,8 +100,11 @@ def search_cmd(
         "--gpu-memory-gb", help="memory of one GPU for packing trials (default: the first "
         "CUDA device's)")] = None,
     quiet: Quiet = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Search a study: Optuna proposes, Ray Tune trains, results go to a run folder."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.search.from_study import setup_from_study_file
     from nas_attn.search.runner import run_search
 
@@ -126,9 +132,12 @@ def resume_cmd(
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="an ablation: train its failed jobs again")] = False,
     quiet: Quiet = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Finish an interrupted search or ablation (Ctrl-C, kill -9): orphans are reconciled,
     finished trials are kept, the run ends with exactly what it asked for."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.ablation.config import ABLATION_JSON
 
     if (run_dir / ABLATION_JSON).is_file():

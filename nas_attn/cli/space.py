@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nas_attn.cli import app, console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 
 def _fmt(v: float) -> str:
@@ -34,9 +35,12 @@ def space_cmd(
                                                   "this size")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="seed of the random samples")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Dry run: size, impossible combinations (grouped by reason), FLOPs and params range,
     constraint violations and sample specs. Trains nothing."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.search.study import load_space_or_study
     from nas_attn.space import dry_run
 

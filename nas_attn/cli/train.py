@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from nas_attn.cli import app, console, err_console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 
 def _parse_options(items: list[str], field: str) -> dict[str, Any]:
@@ -43,8 +44,11 @@ def train_cmd(
     test: Annotated[bool, typer.Option("--test", help="also report test accuracy")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="final metrics as JSON on stdout")]
     = False,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """Train one spec on a dataset; searches select on validation, --test reports the test set."""
+    use_plugins(plugin, allow_plugins)
     from nas_attn.arch import load_spec
     from nas_attn.data import DataConfig, load_dataset
     from nas_attn.errors import ConfigError

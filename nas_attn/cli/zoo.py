@@ -1,4 +1,6 @@
-"""``nas-attn zoo``: every registered attention module and variant with its params and FLOPs."""
+"""``nas-attn zoo``: every registered attention module and variant with its params and FLOPs;
+``--plugins`` lists the installed plugin entry points (nothing imported), ``--check NAME``
+runs the conformance kit (:mod:`nas_attn.testing`) on one module."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from nas_attn.cli import app, console
+from nas_attn.cli._options import AllowPlugins, PluginRefs, use_plugins
 
 
 def zoo_rows(channels: int, size: tuple[int, int]) -> list[dict[str, Any]]:
@@ -44,8 +47,23 @@ def zoo(
     channels: Annotated[int, typer.Option("--channels", "-c", help="channels C")] = 64,
     size: Annotated[tuple[int, int], typer.Option("--size", help="spatial size H W")] = (32, 32),
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    list_plugins: Annotated[bool, typer.Option(
+        "--plugins", help="list the installed entry points of group nas_attn.plugins (nothing "
+        "is imported)")] = False,
+    check: Annotated[str | None, typer.Option(
+        "--check", help="run the conformance kit on module NAME (exit 1 when a check fails)",
+        metavar="NAME")] = None,
+    plugin: PluginRefs = None,
+    allow_plugins: AllowPlugins = False,
 ) -> None:
     """List every attention module and variant with params and FLOPs at C channels, H x W."""
+    if list_plugins:
+        _print_plugins(as_json, allow_plugins)
+        return
+    use_plugins(plugin, allow_plugins)
+    if check is not None:
+        _check(check, as_json)
+        return
     from nas_attn.errors import ConfigError
 
     if channels < 1:
@@ -69,3 +87,36 @@ def zoo(
         table.add_row(r["module"], r["variant"], r["kind"], _fmt(r["params"], 1e6, " M"),
                       flops, r["paper"])
     console.print(table)
+
+
+def _print_plugins(as_json: bool, allow: bool) -> None:
+    from nas_attn.plugins import consent_from_env, entry_points
+
+    eps = entry_points()
+    allowed = allow or consent_from_env()
+    if as_json:
+        typer.echo(json.dumps({"entry_points": [vars(e) for e in eps], "allowed": allowed},
+                              indent=2))
+        return
+    if not eps:
+        console.print("no installed entry points of group nas_attn.plugins", highlight=False)
+    for e in eps:
+        console.print(f"{e.name}  {e.value}  ({e.distribution})", highlight=False,
+                      soft_wrap=True)
+    if eps and not allowed:
+        console.print("not loaded: pass --allow-plugins (or set NAS_ATTN_ALLOW_PLUGINS=1) "
+                      "to load them", highlight=False)
+
+
+def _check(name: str, as_json: bool) -> None:
+    from nas_attn.modules import get_module
+    from nas_attn.testing import check_module
+
+    get_module(name, field="--check")  # an unknown name is bad input (exit 2, names listed)
+    report = check_module(name, raise_on_failure=False)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(str(report), highlight=False, soft_wrap=True, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -313,7 +313,7 @@ def _profile_spec(
     canon = load_spec(spec)
     h = spec_hash(canon)
     if input_size is None:
-        natural = get_backbone(canon.backbone).input_size
+        natural = get_backbone(canon.backbone).natural_input_size(canon.backbone_args)
         size = (canon.in_chans, *natural[1:])
     else:
         size = _check_size(input_size)

@@ -107,7 +107,15 @@ def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
     canon = load_spec(spec)
     shape = (batch, *input_size)
     with torch.device("meta"):
-        shapes = _shapes(build_model(canon).eval(), shape)
+        meta_net = build_model(canon).eval()
+        if not getattr(meta_net, "has_cells", True):
+            from nas_attn.backbones import shipped_backbones
+            from nas_attn.errors import ConfigError
+
+            raise ConfigError("backbone", canon.backbone, "runs as one piece (its forward is "
+                              "the user's), so it has no stem/block/head cells to time; latency "
+                              "tables cover", shipped_backbones())
+        shapes = _shapes(meta_net, shape)
     with torch.device(device):
         net = build_model(canon).eval()
     base = {"backbone": canon.backbone, "backbone_args": dict(canon.backbone_args)}

@@ -129,7 +129,7 @@ def _cpu_model(spec: Any) -> tuple[nn.Module, tuple[int, ...]]:
     from nas_attn.cost.counter import MetaInitMode
 
     canon = load_spec(spec)
-    natural = get_backbone(canon.backbone).input_size
+    natural = get_backbone(canon.backbone).natural_input_size(canon.backbone_args)
     with torch.device("meta"), MetaInitMode():
         model = build_model(canon)
     model = model.to_empty(device="cpu").eval()

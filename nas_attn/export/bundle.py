@@ -21,6 +21,7 @@ bundle restored if the second fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -93,7 +94,7 @@ def _input_shape(canon: Any, input_size: Sequence[int] | None) -> tuple[int, int
     from nas_attn.backbones import get_backbone
 
     if input_size is None:
-        _, h, w = get_backbone(canon.backbone).input_size
+        _, h, w = get_backbone(canon.backbone).natural_input_size(canon.backbone_args)
         return (canon.in_chans, h, w)
     size = tuple(input_size)
     if len(size) == 2:
@@ -127,8 +128,8 @@ def _state_of(model_or_state_dict: Any, canon: Any) -> Mapping[str, Any]:
 
 
 def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int, int],
-                  metadata: Mapping[str, Any], final_name: str, atol: float, rtol: float
-                  ) -> None:
+                  metadata: Mapping[str, Any], final_name: str, atol: float, rtol: float,
+                  pretrained: Mapping[str, str] | None = None) -> None:
     import torch
 
     from nas_attn import onnx_export as onnx_mod
@@ -147,7 +148,8 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
                  {"nas_attn": json.dumps({"format": card_mod.FORMAT, "spec_hash": h})})
     onnx_mod.export_onnx(model, tmp / ONNX, input_shape)
     check = onnx_mod.check_onnx(model, tmp / ONNX, input_shape, atol=atol, rtol=rtol)
-    (tmp / LOADING).write_text(card_mod.loading_note(final_name, input_shape))
+    factory = canon.backbone_args.get("factory") if canon.backbone == "factory" else None
+    (tmp / LOADING).write_text(card_mod.loading_note(final_name, input_shape, factory))
     files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
              for n in CHECKSUMMED}
     card = card_mod.build_card(
@@ -160,6 +162,7 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
         metadata=metadata,
         files=files,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        backbone_weights=pretrained,
     )
     (tmp / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     (tmp / CARD_MD).write_text(card_mod.render_markdown(card, spec_yaml))
@@ -224,6 +227,13 @@ def export_bundle(
     from nas_attn.weights import apply_state
 
     canon = load_spec(spec)
+    pretrained = None  # the bundle's weights cover the whole network: its spec names no file
+    if canon.backbone_weights is not None:
+        from nas_attn.backbones.pretrained import weights_sha256
+
+        pretrained = {"path": canon.backbone_weights,
+                      "sha256": weights_sha256(canon.backbone_weights)}
+        canon = dataclasses.replace(canon, backbone_weights=None)
     meta = validate_metadata(metadata)
     target = resolve_output(out_dir, base_dir)
     check_target(target, force)
@@ -236,7 +246,8 @@ def export_bundle(
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol)
+        _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol,
+                      pretrained)
         check_target(target, force)  # again: the export took a while
         commit_bundle(tmp, target)
     except BaseException:

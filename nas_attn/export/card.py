@@ -112,8 +112,10 @@ def cost_summary(spec: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
 def build_card(*, spec: Any, spec_hash: str, input_shape: tuple[int, ...], num_params: int,
                cost: Mapping[str, Any], onnx_check: Mapping[str, Any],
                metadata: Mapping[str, Any], files: Mapping[str, Mapping[str, Any]],
-               created: str) -> dict[str, Any]:
-    """The card.json content (metadata must already be validated)."""
+               created: str, backbone_weights: Mapping[str, str] | None = None
+               ) -> dict[str, Any]:
+    """The card.json content (metadata must already be validated). ``backbone_weights``:
+    ``{path, sha256}`` of the pretrained weights the training started from."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -128,6 +130,7 @@ def build_card(*, spec: Any, spec_hash: str, input_shape: tuple[int, ...], num_p
         "num_params": num_params,
         "cost": dict(cost),
         "onnx": dict(onnx_check),
+        **({"backbone_weights": dict(backbone_weights)} if backbone_weights else {}),
         **{k: metadata[k] for k in METADATA_KEYS if k in metadata},
         "software": software_versions(),
         "files": {k: dict(v) for k, v in files.items()},
@@ -168,6 +171,11 @@ def render_markdown(card: Mapping[str, Any], spec_yaml: str) -> str:
         "```",
         "",
     ]
+    if "backbone_weights" in card:
+        out += ["## Pretrained backbone", "",
+                "Training started from these backbone weights (inserted modules and a resized "
+                "classifier from their own initialisation):", "", *_table(card["backbone_weights"]),
+                ""]
     if "objectives" in card:
         dirs = card.get("directions", {})
         out += ["## Objectives", ""]
@@ -240,6 +248,16 @@ Inputs must be normalised as during training (see `MODEL_CARD.md`). The weights 
 """
 
 
-def loading_note(name: str, input_shape: tuple[int, ...]) -> str:
+FACTORY_NOTE = """
+This network's backbone is user code, `{factory}` (a `factory` backbone): `nas_attn.load`
+imports it again, so that module must be importable and loading needs consent, as building it
+did (`NAS_ATTN_ALLOW_PLUGINS=1`, or `--allow-plugins` on the command line). The ONNX graph
+needs neither.
+"""
+
+
+def loading_note(name: str, input_shape: tuple[int, ...], factory: str | None = None) -> str:
+    """LOADING.md; ``factory``: the user's function of a factory backbone, if it is one."""
     c, h, w = input_shape
-    return LOADING_NOTE.format(name=name, c=c, h=h, w=w)
+    note = LOADING_NOTE.format(name=name, c=c, h=h, w=w)
+    return note + FACTORY_NOTE.format(factory=factory) if factory else note

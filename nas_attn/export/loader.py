@@ -9,6 +9,7 @@ present every file it lists is checked against its SHA-256 and the spec against 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,8 +24,7 @@ from nas_attn.export.layout import (
     WEIGHTS,
     sha256_file,
 )
-
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+from nas_attn.weights import read_weights
 
 
 def _device(device: Any) -> Any:
@@ -113,18 +113,6 @@ def _bundle_parts(folder: Path) -> tuple[Any, Path]:
     return spec, weights[0]
 
 
-def read_weights(path: Path) -> dict[str, Any]:
-    """A state dict from ``.safetensors`` or a legacy torch file (``weights_only=True``)."""
-    from nas_attn.weights import read_safetensors, read_torch_checkpoint
-
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    if path.suffix in TORCH_SUFFIXES:
-        return read_torch_checkpoint(path)
-    raise ConfigError(str(path), path.suffix, "unknown weights file type",
-                      [".safetensors", *TORCH_SUFFIXES])
-
-
 def load(bundle_path: str | Path, device: Any = "cpu", *, spec: Any = None) -> Any:
     """Rebuild the network of an export bundle and load its weights.
 
@@ -152,6 +140,8 @@ def load(bundle_path: str | Path, device: Any = "cpu", *, spec: Any = None) -> A
             raise ConfigError("spec", None, f"{path.name} is a bare weights file; pass the "
                               "spec it was trained with (spec=...) or give a bundle folder")
         canon, weights_path = load_spec(spec), path
+    if canon.backbone_weights is not None:  # the bundle's weights cover the whole network
+        canon = dataclasses.replace(canon, backbone_weights=None)
     state = read_weights(weights_path)
     model = build_model(canon)
     apply_state(model, state, str(weights_path))

@@ -2,7 +2,9 @@
 
 - :func:`ray_runtime`: join a cluster, or start (and afterwards stop) a local runtime on
   127.0.0.1 with the CPUs and GPUs asked for (``num_gpus`` declares *logical* GPUs: Ray packs
-  trials on them whether or not a device is there, which is how CI tests the packing);
+  trials on them whether or not a device is there, which is how CI tests the packing); the
+  plugins the driver loaded travel in its runtime environment (``py_modules``) to every
+  worker of every node, and :func:`run_segment` tells the workers to load them;
 - :class:`TrialResources` and :func:`max_concurrent`: what one trial asks for, how many run
   at once (from the cluster's CPUs and GPUs), and the refusal of a trial that asks for more
   than the cluster has (:func:`check_resources`, both numbers in the message);
@@ -64,8 +66,10 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float | None 
 
     if ray.is_initialized():
         return False
+    env = plugin_runtime_env()
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=env)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only runtime of our own
     # Ray Tune runs every trial in a new thread of a reused worker; with glibc's default of up
@@ -78,8 +82,25 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float | None 
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
                  num_gpus=local_gpus() if num_gpus is None else num_gpus,
                  include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True)
+                 logging_level=logging.WARNING, configure_logging=True, runtime_env=env)
     return True
+
+
+def plugin_runtime_env() -> dict[str, Any] | None:
+    """Ray's runtime environment that brings every plugin the driver loaded to every worker on
+    every node (``py_modules``: each plugin's file or package folder, uploaded by Ray; no
+    shared file system assumed), or None without plugins."""
+    from nas_attn.plugins import loaded_plugins, ray_py_modules
+
+    modules = ray_py_modules(loaded_plugins())
+    return {"py_modules": modules} if modules else None
+
+
+def shipped_plugins() -> list[dict[str, Any]]:
+    """The plugins a worker loads before its first trial (consent was decided on the driver)."""
+    from nas_attn.plugins import loaded_plugins
+
+    return [p.to_json() for p in loaded_plugins()]
 
 
 @contextlib.contextmanager
@@ -356,6 +377,7 @@ def run_segment(fn: Callable[..., None], settings: Mapping[str, Any], searcher: 
     concurrent = max_concurrent(resources, cluster)
     if jobs is not None:
         concurrent = max(1, min(concurrent, jobs))
+    settings = {**settings, "plugins": shipped_plugins()}
     trainable = tune.with_resources(tune.with_parameters(fn, settings=dict(settings)),
                                     resources.request())
     tuner = make_tuner(trainable, searcher, run_dir, concurrent,

@@ -1,8 +1,9 @@
 """The study fingerprint: what must not change between runs that share an Optuna study.
 
 A study's trials are only comparable when they were produced by the same objectives (and
-directions), the same search space, the same data and training settings and the same tool
-version. The fingerprint is a plain dict of those settings, stored in the study's user attrs
+directions), the same search space, the same data and training settings (with the SHA-256 of
+pretrained ``backbone_weights`` and of plugin sources, a factory backbone's module included)
+and the same tool version. The fingerprint is a plain dict of those settings, stored in the study's user attrs
 (``nas_attn_fingerprint``) together with its hash. Reusing a study name with a different
 fingerprint is refused with a message naming every differing entry; an identical fingerprint
 continues the study. Sampler, seed, trial count and resources are deliberately *not* part of

@@ -15,6 +15,7 @@ overhead benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from nas_attn.objectives import Objective
 from nas_attn.search.samplers import STARTUP_SAMPLERS
 from nas_attn.search.searcher import Proposal
 from nas_attn.search.setup import SearchOptions, SearchSetup, synthetic_setup
+from nas_attn.train_state import plain_config
 
 EVALUATOR = "nas_attn.search.evaluators:train_and_report"
 
@@ -34,6 +36,7 @@ class StudyProposer:
 
     def __init__(self, study: Any) -> None:
         self.space = study.space
+        self.backbone_weights = study.backbone_weights
         self.input_size = tuple(self.space.default_input_size())
         self.need_latency = any(o.name == "latency_ms" for o in study.objectives)
         self.latency = study.latency if self.need_latency else None
@@ -64,6 +67,8 @@ class StudyProposer:
         from nas_attn.cost import profile
 
         spec = self.space.suggest(trial)
+        if self.backbone_weights is not None:  # not hashed: same architecture, same hash
+            spec = dataclasses.replace(spec, backbone_weights=self.backbone_weights)
         timed = self.need_latency and self.latency is None
         prof = profile(spec, input_size=self.input_size, latency=timed)
         costs = {"flops": float(prof.flops), "params": float(prof.params)}
@@ -89,8 +94,6 @@ def options_for(search: Any, overrides: Mapping[str, Any]) -> SearchOptions:
 
 def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
                      path: str = "") -> SearchSetup:
-    import dataclasses
-
     from nas_attn import __version__
 
     options = options_for(study.search, overrides or {})
@@ -104,7 +107,7 @@ def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
     return SearchSetup(
         name=study.name, objectives=objectives, epochs=int(study.train.epochs),
         propose=StudyProposer(study), evaluator=EVALUATOR,
-        evaluate_settings={"train": dataclasses.asdict(study.train),
+        evaluate_settings={"train": plain_config(study.train),
                            "data": resolved["data"],
                            "keep_checkpoints": study.search.keep_checkpoints},
         fingerprint=fingerprint, source={"kind": "study", "path": path},

@@ -3,7 +3,9 @@
 ::
 
     name: quickstart
+    plugins: [my_attn.py]                     # optional: user modules (needs --allow-plugins)
     space: ../search_spaces/quickstart.yaml   # relative to this file, or an inline mapping
+    backbone_weights: r18.safetensors         # optional: every trial starts from these weights
     data: {name: cluttered-digits, ...}       # nas_attn.data.DataConfig
     train: {epochs: 6, batch_size: 128, ...}  # nas_attn.train.TrainConfig
     objectives:                               # default: val_accuracy max, flops min
@@ -37,11 +39,13 @@ from nas_attn.objectives import (
     OBJECTIVES,
     Objective,
 )
+from nas_attn.plugins import consented, fingerprint_entry, is_file_ref, load_plugins, loaded_plugins
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
+from nas_attn.train_state import plain_config
 
-STUDY_KEYS = ("name", "description", "space", "data", "train", "objectives", "early_stopping",
-              "search", "latency")
+STUDY_KEYS = ("name", "description", "plugins", "space", "backbone_weights", "data", "train",
+              "objectives", "early_stopping", "search", "latency")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -137,6 +141,8 @@ class StudyConfig:
     source: str = ""  # the study file, when read from one
     space_source: str = ""  # the space file, when the space is a path
     latency: LatencySettings | None = None  # a latency table for the latency_ms objective
+    plugins: tuple[Any, ...] = ()  # nas_attn.plugins.Plugin: the study's and the command's
+    backbone_weights: str | None = None  # pretrained backbone weights every trial loads
 
     @property
     def directions(self) -> list[str]:
@@ -156,11 +162,13 @@ class StudyConfig:
             "space": self.space.to_dict(),
             "space_hash": self.space.hash,
             "data": _data_dict(self.data),
-            "train": dataclasses.asdict(self.train),
+            "train": plain_config(self.train),
             "objectives": [o.to_dict() for o in self.objectives],
             "early_stopping": {**self.early_stopping.to_dict(), "rungs": self.rungs},
             "search": self.search.to_dict(),
             **({"latency": self.latency.to_dict()} if self.latency else {}),
+            **({"plugins": [plugin_ref(p) for p in self.plugins]} if self.plugins else {}),
+            **({"backbone_weights": self.backbone_weights} if self.backbone_weights else {}),
         }
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -170,10 +178,25 @@ class StudyConfig:
             "objectives": [o.name for o in self.objectives],
             "directions": self.directions,
             "space_hash": self.space.hash,
-            "train": dataclasses.asdict(self.train),
+            "train": plain_config(self.train),
             "data": _data_dict(self.data),
             **({"latency": self.latency.identity()} if self.latency else {}),
+            **({"plugins": fingerprint_entry(self.plugins)} if self.plugins else {}),
+            **({"backbone_weights_sha256": _sha256(self.backbone_weights)}
+               if self.backbone_weights else {}),
         }
+
+
+def _sha256(path: str) -> str:
+    from nas_attn.backbones.pretrained import weights_sha256
+
+    return weights_sha256(path)
+
+
+def plugin_ref(plugin: Any) -> str:
+    """How a resolved study names a plugin: a file by its absolute path, a module by name."""
+    return plugin.origin if plugin.ship == plugin.origin and plugin.origin.endswith(".py") \
+        else plugin.module
 
 
 def _data_dict(data: Any) -> dict[str, Any]:
@@ -218,6 +241,7 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
         raise ConfigError("description", description, "expected a string")
     if "space" not in data:
         raise ConfigError("space", None, "missing: a search-space file path or an inline mapping")
+    _load_study_plugins(data.get("plugins"), Path(base_dir))  # before the space names them
     dcfg = config_from_mapping(DataConfig, data.get("data"), "data")
     tcfg = config_from_mapping(TrainConfig, data.get("train"), "train")
     space, space_source = _space(data["space"], Path(base_dir))
@@ -235,7 +259,40 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
         objectives=_objectives(data.get("objectives")), early_stopping=es, search=search,
         description=description, source=source, space_source=space_source,
         latency=_latency(data.get("latency"), Path(base_dir), space),
+        plugins=tuple(loaded_plugins()),
+        backbone_weights=_backbone_weights(data.get("backbone_weights"), Path(base_dir), space),
     )
+
+
+def _backbone_weights(raw: Any, base_dir: Path, space: Any) -> str | None:
+    """The weights file, relative to the study file, checked against the plain network of
+    every backbone of the space before any trial (a mismatch names the tensors)."""
+    from nas_attn.arch import build_model
+    from nas_attn.backbones.pretrained import resolve_path
+
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError("backbone_weights", raw, "expected the path of a weights file "
+                          "(.safetensors, or a torch state dict)")
+    path = resolve_path(raw, base_dir)
+    for backbone in space.backbones:
+        build_model({"backbone": backbone, "backbone_args": dict(space.backbone_args),
+                     "num_classes": space.num_classes, "in_chans": space.in_chans,
+                     "backbone_weights": path})
+    return path
+
+
+def _load_study_plugins(raw: Any, base_dir: Path) -> None:
+    """Load the study's ``plugins:`` (files relative to the study file) with the process's
+    consent; refused, naming the plugin and the flag, before anything is imported."""
+    if raw is None:
+        return
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r for r in raw):
+        raise ConfigError("plugins", raw, "expected a list of plugin files or module names")
+    refs = [str(base_dir / r) if is_file_ref(r) and not Path(r).is_absolute() else r
+            for r in raw]
+    load_plugins(refs, allowed=consented())
 
 
 def _latency(raw: Any, base_dir: Path, space: Any) -> LatencySettings | None:

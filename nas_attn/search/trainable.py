@@ -170,6 +170,10 @@ def run_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
         torch.set_num_threads(cpus)
     except ImportError:  # an evaluator without torch
         pass
+    if settings.get("plugins"):  # the driver's plugins, shipped by Ray's runtime environment
+        from nas_attn.plugins import load_shipped
+
+        load_shipped(settings["plugins"])
     spec = json.loads(config["spec"])
     costs = dict(config.get("costs", {}))
     epochs = int(settings["epochs"])

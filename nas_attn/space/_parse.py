@@ -44,7 +44,6 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def parse_space(data: Any, source: str = "") -> SearchSpace:
     from nas_attn.backbones import get_backbone
-    from nas_attn.hparams import validate_hparams
 
     if not isinstance(data, Mapping):
         raise ConfigError("space", data, "expected a mapping with keys", SPACE_KEYS)
@@ -59,7 +58,7 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     layouts = []
     for b in backbones:
         entry = get_backbone(b)
-        layouts.append(entry.layout(validate_hparams(entry.hparams, bargs, "backbone_args")))
+        layouts.append(entry.layout(entry.validate_args(bargs)))
     n_stages = {len(lay) for lay in layouts}
     if len(n_stages) != 1:
         raise ConfigError("backbone", list(backbones),
@@ -77,6 +76,7 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     stages = tuple(
         _stage(raw, field, block_counts[i], positions) for i, (raw, field) in enumerate(raw_stages)
     )
+    _check_plugin_shapes(backbones, layouts, stages)
     tie = data.get("tie_stages", False)
     if not isinstance(tie, bool):
         raise ConfigError("tie_stages", tie, "expected a boolean", [True, False])
@@ -98,6 +98,42 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_plugin_shapes(backbones: Sequence[str], layouts: Sequence[Any],
+                         stages: Sequence[Any]) -> None:
+    """A plugin module among a stage's candidates (default hyperparameters) whose output shape
+    is wrong at a position of that stage refuses the space, naming the stage, the position and
+    both shapes, before any trial (zoo modules are checked by the conformance kit instead)."""
+    from nas_attn.modules import get_module
+
+    for b, layout in zip(backbones, layouts, strict=True):
+        for i, (st, info) in enumerate(zip(stages, layout, strict=False)):
+            for slot, names in (("attention", st.attention), ("conv", st.conv),
+                                ("fusion", st.fusion)):
+                for name in names:
+                    if name in ("none", "standard") or not get_module(name).is_plugin:
+                        continue
+                    entry = get_module(name)
+                    hp = entry.validate({}, name)
+                    for where, args in _plugin_sites(slot, st, info):
+                        why = entry.shape_error(*args, **hp)
+                        if why:
+                            raise ConfigError(f"stages[{i}].{slot}.{name}", None,
+                                              f"{name} at {where} of {b} stage {i}: {why}")
+
+
+def _plugin_sites(slot: str, st: Any, info: Any) -> list[tuple[str, tuple[int, ...]]]:
+    """(where, constructor arguments) of every place a candidate of ``slot`` may go."""
+    if slot == "fusion":
+        return [("the stage's fusion", (info.channels, len(info.blocks)))]
+    if slot == "conv":
+        return [(f"block {bi}'s 3x3 conv", (*blk.conv[:2], 3, blk.conv[2]))
+                for bi, blk in enumerate(info.blocks) if blk.conv is not None]
+    return [(f"position {pos} (block {bi}, {blk.positions[pos]} channels)",
+             (blk.positions[pos],))
+            for pos in st.position.actual() for bi, blk in enumerate(info.blocks)
+            if pos in blk.positions]
 
 
 def _check_keys(d: Mapping[str, Any], allowed: Sequence[str], field: str) -> None:

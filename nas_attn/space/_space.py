@@ -322,7 +322,7 @@ class SearchSpace:
             return self.input_size
         from nas_attn.backbones import get_backbone
 
-        _, h, w = get_backbone(self.backbones[0]).input_size
+        _, h, w = get_backbone(self.backbones[0]).natural_input_size(self.backbone_args)
         return (self.in_chans, h, w)
 
     def check(self, spec: Any, input_size: tuple[int, int, int] | None = None) -> list[Violation]:
