@@ -9,6 +9,7 @@ import statistics
 
 import optuna
 import pytest
+from test_latency import SPACE
 
 from nas_attn.cost.cells import spec_cells
 from nas_attn.cost.latency_table import LatencyTable
@@ -18,7 +19,6 @@ from nas_attn.latency import stage_specs
 from nas_attn.search.from_study import StudyProposer, space_limits
 from nas_attn.search.study import parse_study
 from nas_attn.space import parse_space
-from tests.test_latency import SPACE
 
 
 def _study_dict(table: str | None, **constraints):

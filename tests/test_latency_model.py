@@ -8,6 +8,7 @@ import json
 import random
 
 import pytest
+from test_latency import _spec, _table
 
 from nas_attn.cost.latency_model import (
     MODELS,
@@ -21,7 +22,6 @@ from nas_attn.cost.latency_model import (
 )
 from nas_attn.cost.latency_table import load_table
 from nas_attn.errors import ConfigError
-from tests.test_latency import _spec, _table
 
 
 def test_features_sum_parts_and_count_calls():
