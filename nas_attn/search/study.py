@@ -122,7 +122,8 @@ class LatencySettings:
 
         t = load_table(self.table)
         return {"settings": dict(t.settings), "fingerprint": dict(t.fingerprint),
-                "correction": dict(t.correction)}
+                "correction": {k: t.correction[k] for k in ("version", "model", "coef")
+                               if k in t.correction}}
 
 
 @dataclass(frozen=True)
