@@ -17,7 +17,7 @@ from nas_attn.errors import ConfigError
 
 def test_a_runtime_that_is_not_installed_is_named_with_the_alternative(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    with pytest.raises(ConfigError, match="^runtime: .*not installed") as e:
+    with pytest.raises(ConfigError, match=r"^runtime: .*not installed") as e:
         check_settings("onnxruntime", "cpu", 1)
     assert "torch" in str(e.value)
     check_settings("torch", "cpu", 1)  # the other runtime still works

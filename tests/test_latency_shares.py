@@ -40,5 +40,5 @@ def test_a_module_the_stage_cannot_hold_is_a_row_with_the_reason():
 
 
 def test_bad_timing_settings_are_refused_before_anything_runs():
-    with pytest.raises(ConfigError, match="^threads:"):
+    with pytest.raises(ConfigError, match=r"^threads:"):
         module_shares("tiny", 1, (3, 16, 16), ["se"], runtime="torch", threads=0)
