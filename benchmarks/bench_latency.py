@@ -41,6 +41,11 @@ def _line(m: dict[str, Any]) -> str:
             f"{m['max_abs_error']:.1%}, mean {m['mean_error']:+.1%}")
 
 
+def _save(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """The JSON so far (after every step, so a late failure keeps what was measured)."""
+    args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from nas_attn.latency import build_table, repeat_spread, validate_table
     from nas_attn.latency.shares import STAGES, module_shares
@@ -63,13 +68,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "fingerprint": dict(table.fingerprint)}
         if args.keep_table:
             table.save(args.keep_table)
+    _save(args, out)
     t0 = time.perf_counter()
     report = validate_table(table, space, args.specs, seed=1)
     out["validate"] = {"seconds": time.perf_counter() - t0, "summary": report.summary(),
                        "models": report.models, "rows": report.rows}
+    _save(args, out)
     t0 = time.perf_counter()
     out["spread"] = repeat_spread(table, space, args.spread_specs, args.spread_times, seed=2)
     out["spread"]["seconds"] = time.perf_counter() - t0
+    _save(args, out)
     if args.shares:
         t0 = time.perf_counter()
         rows = []
@@ -122,7 +130,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run(args)
     result["total_seconds"] = time.perf_counter() - t0
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    _save(args, result)
     print(markdown(result))
     print(f"\n(total {result['total_seconds']:.0f} s; JSON: {args.json})")
 

@@ -42,3 +42,10 @@ def test_a_module_the_stage_cannot_hold_is_a_row_with_the_reason():
 def test_bad_timing_settings_are_refused_before_anything_runs():
     with pytest.raises(ConfigError, match=r"^threads:"):
         module_shares("tiny", 1, (3, 16, 16), ["se"], runtime="torch", threads=0)
+
+
+def test_a_module_the_runtime_cannot_run_is_a_row_with_the_reason():
+    # CRA pools to 7x7, which ONNX cannot export from tiny's 8x8 stage 1
+    rows = module_shares("tiny", 1, (3, 16, 16), ["cra"], runtime="onnxruntime", warmup=0,
+                         repeats=1)
+    assert "flops_share" not in rows[0] and "ONNX" in rows[0]["skipped"]

@@ -8,7 +8,8 @@ the stage), and both stage modules are counted (:func:`nas_attn.cost.profile`) a
 input, the plain stage timed again right before each module (a pair, so that a machine whose
 speed drifts moves both). A module's share is what it adds over the stage with it:
 ``(with - plain) / with``, in FLOPs and in milliseconds. A module the stage cannot hold is a row
-with the reason instead of numbers.
+with the reason instead of numbers, and so is one the runtime cannot run (onnxruntime: a module
+that does not export to ONNX at that size).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.onnx_export import ExportError
 
 # (backbone, stage index, input size): a ResNet-18-CIFAR stage and a MobileNetV2 stage
 STAGES = (("resnet18_cifar", 1, (3, 32, 32)), ("mobilenetv2", 3, (3, 224, 224)))
@@ -77,12 +79,21 @@ def module_shares(backbone: str, stage: int, size: Sequence[int], modules: Seque
         except ConfigError as e:
             rows.append({**row, "skipped": e.reason})
             continue
-        _, plain_ms = cost(*plain)  # timed next to the module's, so a drifting machine
-        flops, ms = cost(module, shape)  # moves both
+        try:
+            _, plain_ms = cost(*plain)  # timed next to the module's, so a drifting machine
+            flops, ms = cost(module, shape)  # moves both
+        except ExportError as e:  # e.g. an adaptive pool whose size does not divide the input
+            rows.append({**row, "skipped": _first_sentence(str(e))})
+            continue
         row["plain_ms"] = plain_ms
         rows.append({**row, "flops": flops, "ms": ms, "flops_share": (flops - plain_flops) / flops,
                      "latency_share": (ms - plain_ms) / ms})
     return rows
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    head = text.split(". ")[0].split("\n")[0]
+    return head if len(head) <= limit else head[: limit - 3] + "..."
 
 
 def shares_markdown(rows: Sequence[dict[str, Any]]) -> str:
