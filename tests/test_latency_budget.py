@@ -91,3 +91,15 @@ def test_a_space_without_a_latency_budget_keeps_its_hash():
     budgeted = parse_space({**SPACE, "constraints": {"max_latency_ms": 3}})
     assert budgeted.hash != space.hash
     assert parse_space(budgeted.to_dict()).constraints.max_latency_ms == 3.0
+
+
+def test_the_dry_run_names_the_budget_it_cannot_check(tmp_path, capsys):
+    import json
+
+    from nas_attn.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps({**SPACE, "constraints": {"max_latency_ms": 1.5}}))
+    assert main(["space", str(path), "--samples", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "latency budget" in out and "1.5 ms" in out
