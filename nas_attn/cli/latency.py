@@ -122,7 +122,7 @@ def validate_cmd(
 
 
 def error_line(m: dict) -> str:
-    """One line of an error distribution (:func:`nas_attn.latency.validate.error_summary`)."""
+    """One line of an error distribution (:func:`nas_attn.cost.latency_model.error_summary`)."""
     return (f"{m['within_10pct']:.0%} within +-10 %, median |error| {m['median_abs_error']:.1%}, "
             f"p95 {m['p95_abs_error']:.1%}, max {m['max_abs_error']:.1%}, mean "
             f"{m['mean_error']:+.1%}")

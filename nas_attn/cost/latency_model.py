@@ -108,17 +108,32 @@ def _n_coef(model: str, parts: Sequence[str]) -> int:
     return 0 if model == "additive" else 1 + len(_names(model, parts))
 
 
+TOLERANCE = 0.10
+
+
+def error_summary(errors: Sequence[float]) -> dict[str, Any]:
+    """Relative errors: share within +-10 %, mean, median, 95th percentile and max of |error|,
+    and the mean (signed) error."""
+    errs = sorted(abs(e) for e in errors)
+    if not errs:
+        return {"specs": 0}
+    p95 = errs[min(len(errs) - 1, max(0, round(0.95 * len(errs)) - 1))]
+    return {"specs": len(errs), "within_10pct": sum(e <= TOLERANCE for e in errs) / len(errs),
+            "mean_abs_error": statistics.fmean(errs), "median_abs_error": statistics.median(errs),
+            "p95_abs_error": p95, "max_abs_error": errs[-1],
+            "mean_error": statistics.fmean(errors)}
+
+
 def cross_validate(model: str, rows: Sequence[Mapping[str, float]],
-                   measured: Sequence[float]) -> dict[str, float]:
-    """Leave-one-out relative errors of ``model``: mean and median |error|, share within 10 %."""
+                   measured: Sequence[float]) -> dict[str, Any]:
+    """Leave-one-out relative errors of ``model`` (:func:`error_summary`)."""
     parts = parts_of(rows)
     errs = []
     for i in range(len(rows)):
         keep = [j for j in range(len(rows)) if j != i]
         corr = fit(model, [rows[j] for j in keep], [measured[j] for j in keep], parts)
-        errs.append(abs(predict(corr, rows[i]) - measured[i]) / measured[i])
-    return {"mean_abs_error": statistics.fmean(errs), "median_abs_error": statistics.median(errs),
-            "within_10pct": sum(e <= 0.10 for e in errs) / len(errs), "specs": len(errs)}
+        errs.append((predict(corr, rows[i]) - measured[i]) / measured[i])
+    return error_summary(errs)
 
 
 def choose(rows: Sequence[Mapping[str, float]], measured: Sequence[float]

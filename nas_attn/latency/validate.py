@@ -20,20 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nas_attn.cost.latency_model import error_summary
 from nas_attn.cost.latency_table import LatencyTable
-
-TOLERANCE = 0.10
-
-
-def error_summary(errors: Sequence[float]) -> dict[str, Any]:
-    """Share within +-10 %, median, 95th percentile and max of |error|, and the mean error."""
-    errs = sorted(abs(e) for e in errors)
-    if not errs:
-        return {"specs": 0}
-    p95 = errs[min(len(errs) - 1, max(0, round(0.95 * len(errs)) - 1))]
-    return {"specs": len(errs), "within_10pct": sum(e <= TOLERANCE for e in errs) / len(errs),
-            "median_abs_error": statistics.median(errs), "p95_abs_error": p95,
-            "max_abs_error": errs[-1], "mean_error": statistics.fmean(errors)}
 
 
 @dataclass(frozen=True)
