@@ -6,8 +6,8 @@ module with every hyperparameter value, every position, block selection, conv an
 choice) instead of the product of the stages: 2 x 31 + 4 x 62 block cells for the quickstart's
 907,924 architectures. Then it times the runtime's per-call overhead and a few whole networks
 (calibration specs, seeded) and fits the correction model that cross-validates best on them
-(:mod:`nas_attn.cost.latency_model`). Progress goes to ``FILE.partial`` every few cells (atomic writes), which ``--resume``
-continues (it is also written when the build is interrupted); the table itself is written
+(:mod:`nas_attn.cost.latency_model`). Progress goes to ``FILE.partial`` every few cells
+(atomic writes), which ``--resume`` continues (it is also written when the build is interrupted); the table itself is written
 once, whole, at the end.
 """
 
@@ -136,7 +136,7 @@ def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", de
     specs_c = calibration_specs(space, calibrate, seed)
     for k, spec in enumerate(specs_c):
         if progress:
-            progress(k, calibrate, "calibrating on whole networks")
+            progress(k, len(specs_c), "calibrating on whole networks")
         measured.append(measure_spec(spec, table, time_it))
         rows.append(table.features(spec))
     calibration = [{"spec_hash": spec.hash, "measured_ms": ms, "features": row}

@@ -2,7 +2,8 @@
 
 The driver side of a trial proposal, in order: ``space.suggest(trial)`` (canonical spec) ->
 ``spec_hash`` -> ``profile`` (params, FLOPs; latency only when it is an objective) -> the
-space's constraints (a latency budget with the study's latency table's prediction). A spec over a constraint is told FAIL ``over_budget`` and never trained.
+space's constraints (a latency budget with the study's latency table's prediction). A spec
+over a constraint is told FAIL ``over_budget`` and never trained.
 Why not Optuna's ``constraints_func``: TPE and NSGA-II only read it on COMPLETE/PRUNED trials,
 so the over-budget spec would have to be told COMPLETE with made-up objective values that then
 pollute the front; a FAIL costs one cheap proposal and keeps the study truthful (the space's
