@@ -60,7 +60,7 @@ def test_specs_over_the_latency_budget_are_proposed_with_a_violation(tmp_path):
     opt = optuna.create_study(directions=["maximize", "minimize"],
                               sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {True: 0, False: 0}
-    for _ in range(30):
+    for _ in range(12):
         p = propose(opt.ask())
         ms = p.costs["latency_ms"]
         assert ms == pytest.approx(table.predict(p.spec))
