@@ -6,16 +6,18 @@
    of every correction model refitted on the calibration networks;
 3. the **spread**: ``--spread-specs`` networks timed ``--spread-times`` times each, how far one
    median strays from that network's median of medians. This is the floor under any predictor:
-   when it is not within +-10 % 95 % of the time, no table can be on this machine;
+   when it is not within +-10 % 95 % of the time, no table can be on this machine. The same at
+   ``--spread-threads`` (1 by default): whether another thread count would lower the floor;
 4. the **module shares** of docs/cost-model.md: every zoo module in a ResNet-18-CIFAR stage and a
    MobileNetV2 stage, its share of the stage's FLOPs against its share of its latency.
 
 Writes one JSON (``--json``, default ``latency-bench.json``) and prints markdown for
-docs/latency.md, docs/benchmarks.md and docs/cost-model.md. About 5 minutes on 2 idle cores with
+docs/latency.md, docs/benchmarks.md and docs/cost-model.md. About 6 minutes on 2 idle cores with
 the defaults; run it on a quiet machine (nothing else running), else it measures the machine:
 
     python benchmarks/bench_latency.py [--threads 2] [--input-size 3 16 16] [--calibrate 40]
-        [--specs 50] [--spread-specs 10] [--spread-times 5] [--warmup 10] [--repeats 50]
+        [--specs 50] [--spread-specs 10] [--spread-times 5] [--spread-threads 1]
+        [--warmup 10] [--repeats 50]
         [--no-shares] [--keep-table FILE] [--json FILE]
 
 ``--threads 1`` and ``--input-size 3 32 32`` are the other settings the investigation asks
@@ -25,6 +27,7 @@ about (run once each; every run is about 5 minutes, less with ``--no-shares``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -77,6 +80,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     out["spread"] = repeat_spread(table, space, args.spread_specs, args.spread_times, seed=2)
     out["spread"]["seconds"] = time.perf_counter() - t0
+    out["spread_other_threads"] = {}
+    for threads in args.spread_threads:  # the floor at another thread count: no cells needed
+        if threads != args.threads:
+            other = dataclasses.replace(table, settings={**table.settings, "threads": threads})
+            out["spread_other_threads"][str(threads)] = repeat_spread(
+                other, space, args.spread_specs, args.spread_times, seed=2)
     _save(args, out)
     if args.shares:
         t0 = time.perf_counter()
@@ -107,6 +116,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [f"| ... refitted {m} | {_line(x)} |" for m, x in v["models"].items()]
     lines.append(f"| spread: {len(s['rows'])} networks x {s['times']} | one median against its "
                  f"network's median of medians: {_line(s['summary'])} |")
+    for threads, o in r.get("spread_other_threads", {}).items():
+        lines.append(f"| spread at {threads} thread(s), same networks | {_line(o['summary'])} |")
     if "shares" in r:
         lines += ["", "### Module shares (docs/cost-model.md)", "",
                   shares_markdown(r["shares"]["rows"])]
@@ -123,6 +134,8 @@ def main() -> None:
     p.add_argument("--specs", type=int, default=50)
     p.add_argument("--spread-specs", type=int, default=10)
     p.add_argument("--spread-times", type=int, default=5)
+    p.add_argument("--spread-threads", type=int, nargs="*", default=[1],
+                   help="also measure the spread at these thread counts (none: skip)")
     p.add_argument("--no-shares", dest="shares", action="store_false")
     p.add_argument("--keep-table", type=Path, default=None, help="also save the table here")
     p.add_argument("--json", type=Path, default=Path("latency-bench.json"))
