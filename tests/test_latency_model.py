@@ -99,3 +99,23 @@ def test_a_table_predicts_with_its_stored_model():
     staged = table.__class__(**{**table.__dict__, "correction": corr})
     assert staged.predict(spec) == pytest.approx(1.0 + 2.0 * 3.0 + 0.5 * 2.0)
     assert staged.predict(spec) == staged.predict(_spec())  # a fixed formula: deterministic
+
+
+def test_validation_refits_every_model_the_calibration_supports():
+    from nas_attn.latency.validate import model_errors
+
+    rows, measured = _rows(14)
+    _, table = _table()
+    calib = [{"features": r, "measured_ms": m} for r, m in zip(rows[:10], measured[:10],
+                                                               strict=True)]
+    table = table.__class__(**{**table.__dict__, "correction": {
+        **table.correction, "calibration": calib}})
+    held_out = [{"features": r, "measured_ms": m} for r, m in zip(rows[10:], measured[10:],
+                                                                  strict=True)]
+    out = model_errors(table, held_out)
+    assert set(out) == set(MODELS)  # 10 networks support even the 5 coefficients of the largest
+    assert out["stages+calls"]["max_abs_error"] < 1e-6 < out["additive"]["max_abs_error"]
+    assert out["stages+calls"]["specs"] == 4
+    assert set(model_errors(table.__class__(**{**table.__dict__, "correction": {
+        **table.correction, "calibration": calib[:3]}}), held_out)) == {"additive"}
+    assert model_errors(_table()[1], held_out) == {}  # no calibration rows: nothing to refit

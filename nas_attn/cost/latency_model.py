@@ -108,6 +108,12 @@ def _n_coef(model: str, parts: Sequence[str]) -> int:
     return 0 if model == "additive" else 1 + len(_names(model, parts))
 
 
+def supported(rows: Sequence[Mapping[str, float]]) -> list[str]:
+    """The models ``rows`` can fit and cross-validate: two more networks than coefficients."""
+    parts = parts_of(rows)
+    return [m for m in MODELS if m == "additive" or len(rows) >= _n_coef(m, parts) + 2]
+
+
 TOLERANCE = 0.10
 
 
@@ -143,8 +149,7 @@ def choose(rows: Sequence[Mapping[str, float]], measured: Sequence[float]
     if not rows:
         return {"version": VERSION, "model": "additive", "coef": {}, "cv": {}}
     parts = parts_of(rows)
-    cv = {m: cross_validate(m, rows, measured) for m in MODELS
-          if m == "additive" or len(rows) >= _n_coef(m, parts) + 2}
+    cv = {m: cross_validate(m, rows, measured) for m in supported(rows)}
     best = min(cv, key=lambda m: (round(cv[m]["mean_abs_error"], 6), MODELS.index(m)))
     return {**fit(best, rows, measured, parts), "cv": cv}
 

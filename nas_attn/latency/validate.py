@@ -57,7 +57,7 @@ def model_errors(table: LatencyTable, rows: Sequence[Mapping[str, Any]]
                  ) -> dict[str, dict[str, Any]]:
     """Every correction model refitted on the table's calibration networks, judged on
     ``rows`` (validation rows with ``features`` and ``measured_ms``); empty without them."""
-    from nas_attn.cost.latency_model import MODELS, fit, parts_of, predict
+    from nas_attn.cost.latency_model import fit, parts_of, predict, supported
 
     calib = table.correction.get("calibration") or []
     if not calib or not rows:
@@ -66,7 +66,7 @@ def model_errors(table: LatencyTable, rows: Sequence[Mapping[str, Any]]
     measured = [float(c["measured_ms"]) for c in calib]
     parts = parts_of(feats)
     out = {}
-    for model in MODELS:
+    for model in supported(feats):  # what build could have chosen from these networks
         corr = fit(model, feats, measured, parts)
         errs = [(predict(corr, r["features"]) - r["measured_ms"]) / r["measured_ms"]
                 for r in rows]
