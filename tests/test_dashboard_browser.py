@@ -139,3 +139,20 @@ def test_served_page_follows_the_storage(browser, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_front_in_latency_renders(browser, tmp_path):
+    """A run whose trials record latency_ms (a study with a latency table) gets a second Pareto
+    plot: every trial drawn once, the front as a line, no console errors."""
+    from nas_attn.viz.dashboard import write_dashboard
+
+    latency = {0: 2.0, 1: 1.5, 2: 1.0, 3: 1.2, 4: 2.5, 5: 3.0}
+    out = write_dashboard(make_run_dir(tmp_path / "run", latency=latency))
+    page, errors = _open(browser, out.as_uri())
+    page.wait_for_selector("#pareto_other .main-svg", state="attached", timeout=30_000)
+    n_svg = page.locator("#pareto_other .scatterlayer .trace path.point").count()
+    front = page.evaluate("""() => document.getElementById('pareto_other').data
+        .filter(t => t.meta === 'front').map(t => Array.from(t.x))""")
+    assert n_svg == 6 and front == [[1.0, 1.5]]
+    assert errors == []
+    page.close()

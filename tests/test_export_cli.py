@@ -399,3 +399,36 @@ def test_study_keep_checkpoints_key():
     assert SearchSettings(keep_checkpoints=False).to_dict()["keep_checkpoints"] is False
     with pytest.raises(ConfigError, match=r"search\.keep_checkpoints"):
         SearchSettings(keep_checkpoints="yes")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_with_a_latency_table_puts_both_latencies_on_the_card(run_dir, tmp_path):
+    """The run's study names a latency table (added to its resolved study.yaml here, a table
+    made by hand for this machine): the card states the table's prediction for the exported
+    spec and the measured latency of its model.onnx."""
+    import yaml
+
+    import nas_attn
+    from nas_attn.arch import canonicalize
+    from nas_attn.cost.cells import spec_cells
+    from nas_attn.cost.latency_table import LatencyTable
+    from nas_attn.cost.timing import fingerprint
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    specs = [canonicalize(json.loads(s)) for s in nas_attn.load_run(run).trials["spec"]]
+    cells = {c.key: {"desc": dict(c.desc), "median_ms": 0.2, "q1_ms": 0.2, "q3_ms": 0.2,
+                     "repeats": 1} for s in specs for c in spec_cells(s, (3, 16, 16))}
+    settings = {"runtime": "onnxruntime", "device": "cpu", "threads": 1, "batch": 1,
+                "input_size": [3, 16, 16], "warmup": 1, "repeats": 5}
+    table = LatencyTable(settings, fingerprint("onnxruntime", "cpu", 1), cells)
+    table.save(tmp_path / "t.json")
+    study = yaml.safe_load((run / "study.yaml").read_text())
+    study["latency"] = {"table": str(tmp_path / "t.json"), "missing": "refuse"}
+    (run / "study.yaml").write_text(yaml.safe_dump(study))
+    assert _export(run, "--pick", "knee", "-o", "knee") == 0
+    card = _card(run / "exports" / "knee")
+    lat = card["latency"]
+    assert lat["predicted_ms"] == pytest.approx(table.predict(canonicalize(card["spec"])))
+    assert lat["measured_ms"] > 0 and lat["same_device"] is True
+    assert lat["table"] == str(tmp_path / "t.json")

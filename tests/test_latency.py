@@ -27,7 +27,7 @@ from nas_attn.cost.latency_table import (
 from nas_attn.cost.timing import check_settings, fingerprint
 from nas_attn.errors import ConfigError
 from nas_attn.latency import build_table, stage_specs, validate_table
-from nas_attn.latency.build import fit_correction, partial_path
+from nas_attn.latency.build import partial_path
 from nas_attn.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,8 @@ def _table(**cells_ms):
     settings = {"runtime": "torch", "device": "cpu", "threads": 1, "batch": 1,
                 "input_size": list(SIZE), "warmup": 0, "repeats": 3}
     return spec, LatencyTable(settings, {"cpu": "x"}, cells, overhead_ms=0.25,
-                              correction={"a": 0.5, "b": 2.0})
+                              correction={"version": 1, "model": "affine",
+                                          "coef": {"const": 0.5, "additive": 2.0}})
 
 
 def test_prediction_is_the_cells_less_the_overhead_then_the_correction():
@@ -133,11 +134,6 @@ def test_a_table_from_another_machine_is_refused_naming_both():
 def test_bad_timing_settings_name_the_field(runtime, device, threads, field):
     with pytest.raises(ConfigError, match=f"^{field}:"):
         check_settings(runtime, device, threads)
-
-
-def test_least_squares_correction_is_exact_on_a_line():
-    assert fit_correction([1.0, 2.0, 4.0], [2.5, 4.5, 8.5]) == pytest.approx({"a": 0.5, "b": 2.0})
-    assert fit_correction([1.0], [3.0]) == {"a": 0.0, "b": 1.0}
 
 
 @pytest.mark.slow

@@ -40,15 +40,21 @@ SPECS = {
 }
 
 
-def _attrs(n, flops, epochs, seconds, **extra):
+def _trial_attrs(n, flops, epochs, seconds, **extra):
     return {"run_id": "r1", "spec_hash": f"h{n}", "spec": json.dumps(SPECS[n], sort_keys=True),
             "flops": float(flops), "params": 100.0 + n, "epochs_trained": epochs,
             "train_seconds": seconds, "counts": True, **extra}
 
 
-def add_trials(study: optuna.Study, uncosted_fail: bool = False) -> None:
-    """The trials the search runner would leave: COMPLETE, PRUNED and FAIL, with its attrs."""
+def add_trials(study: optuna.Study, uncosted_fail: bool = False,
+               latency: dict[int, float] | None = None) -> None:
+    """The trials the search runner would leave: COMPLETE, PRUNED and FAIL, with its attrs
+    (``latency``: each trial's ``latency_ms`` attr, as a study with a latency table records)."""
     from optuna.trial import TrialState, create_trial
+
+    def _attrs(n, *args, **extra):
+        more = {"latency_ms": latency[n]} if latency else {}
+        return _trial_attrs(n, *args, **extra, **more)
 
     def curve(flops, *accs):
         return {str(e): [a, float(flops)] for e, a in enumerate(accs, start=1)}
@@ -72,19 +78,21 @@ def add_trials(study: optuna.Study, uncosted_fail: bool = False) -> None:
         study.add_trial(t)
 
 
-def make_study(storage: str, uncosted_fail: bool = False) -> optuna.Study:
+def make_study(storage: str, uncosted_fail: bool = False,
+               latency: dict[int, float] | None = None) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY, storage=storage,
                                 directions=["maximize", "minimize"])
     study.set_user_attr("objectives", [n for n, _ in OBJECTIVES])
-    add_trials(study, uncosted_fail)
+    add_trials(study, uncosted_fail, latency)
     return study
 
 
-def make_run_dir(path: Path, uncosted_fail: bool = False) -> Path:
+def make_run_dir(path: Path, uncosted_fail: bool = False,
+                 latency: dict[int, float] | None = None) -> Path:
     """A run folder as ``nas-attn search`` writes it: run.json, study.yaml, study.db."""
     path.mkdir(parents=True, exist_ok=True)
-    make_study(f"sqlite:///{path / 'study.db'}", uncosted_fail)
+    make_study(f"sqlite:///{path / 'study.db'}", uncosted_fail, latency)
     info = {"study_name": STUDY, "run_id": "r1", "storage": f"sqlite:///{path / 'study.db'}",
             "storage_in_run_dir": True, "requested_trials": 6, "seed": 7, "sampler": "tpe",
             "objectives": OBJECTIVES, "versions": {"nas_attn": "0.1.0", "optuna": "5.0.0"},

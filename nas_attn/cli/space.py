@@ -68,6 +68,9 @@ def space_cmd(
         t.add_row("params", f"{_fmt(r.params[0])} .. {_fmt(r.params[1])}")
     if not space.constraints.empty:
         t.add_row("within constraints", f"{r.within_constraints} of {r.valid}")
+    if space.constraints.max_latency_ms is not None:
+        t.add_row("latency budget", f"{space.constraints.max_latency_ms:g} ms (checked by a "
+                  "study with a latency table, not here)")
     console.print(t)
     if r.invalid_reasons:
         inv = Table(title="why combinations cannot be built")

@@ -8,9 +8,9 @@ per-call overhead of the runtime, the median and quartiles of every cell
 
 Prediction (:meth:`LatencyTable.predict`): a network runs its cells back to back in one call, so
 its latency is the sum of its cells' medians less the per-call overhead paid once per cell but
-only once per network, ``sum(cell) - (n - 1) * overhead``, then the table's correction
-``a + b * that`` (``a = 0, b = 1`` when none was fitted). A table is written atomically, so a
-file is whole or absent.
+only once per network, ``sum(cell) - (n - 1) * overhead``, then the table's correction model
+(:mod:`nas_attn.cost.latency_model`: that sum as it is when none was fitted). A table is written
+atomically, so a file is whole or absent.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from nas_attn.errors import ConfigError
 FORMAT = "nas-attn-latency/1"
 SETTINGS = ("runtime", "device", "threads", "batch", "input_size", "warmup", "repeats")
 MISSING = ("refuse", "measure")
+NO_CORRECTION: Mapping[str, Any] = {"version": 1, "model": "additive", "coef": {}}
 
 
 class MissingCellsError(ConfigError):
@@ -45,7 +46,7 @@ class LatencyTable:
     fingerprint: Mapping[str, Any]
     cells: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     overhead_ms: float = 0.0
-    correction: Mapping[str, float] = field(default_factory=lambda: {"a": 0.0, "b": 1.0})
+    correction: Mapping[str, Any] = field(default_factory=lambda: dict(NO_CORRECTION))
     space: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it was read from
 
@@ -53,19 +54,26 @@ class LatencyTable:
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.settings["input_size"])  # type: ignore[return-value]
 
-    def additive_ms(self, spec: Any) -> float:
-        """Sum of the cells' medians less the overhead counted once per extra cell."""
+    def features(self, spec: Any) -> dict[str, float]:
+        """The correction model's features of ``spec`` (:func:`latency_model.features`)."""
+        from nas_attn.cost.latency_model import features
+
         cells = spec_cells(spec, self.input_size, self.settings["batch"])
         absent = [c for c in cells if c.key not in self.cells]
         if absent:
             raise MissingCellsError(self.source or "latency table", absent)
-        total = sum(float(self.cells[c.key]["median_ms"]) for c in cells)
-        return total - (len(cells) - 1) * self.overhead_ms
+        return features([c.desc for c in cells],
+                        [float(self.cells[c.key]["median_ms"]) for c in cells], self.overhead_ms)
+
+    def additive_ms(self, spec: Any) -> float:
+        """Sum of the cells' medians less the overhead counted once per extra cell."""
+        return self.features(spec)["additive"]
 
     def predict(self, spec: Any) -> float:
         """Predicted latency (ms) of ``spec`` on the table's device and runtime."""
-        a, b = float(self.correction.get("a", 0.0)), float(self.correction.get("b", 1.0))
-        return a + b * self.additive_ms(spec)
+        from nas_attn.cost.latency_model import predict
+
+        return predict(self.correction, self.features(spec))
 
     def with_cells(self, new: Mapping[str, Mapping[str, Any]]) -> LatencyTable:
         return replace(self, cells={**self.cells, **new})
@@ -93,12 +101,14 @@ def _number(value: Any, field_name: str, low: float | None = None, positive: boo
 
 def table_from_dict(data: Any, source: str) -> LatencyTable:
     """A table from its JSON form; ConfigError naming the file and field when anything is off."""
+    from nas_attn.cost.latency_model import check_correction
+
     if not isinstance(data, Mapping):
         raise ConfigError(source, type(data).__name__, "not a latency table (expected a mapping)")
     if data.get("format") != FORMAT:
         raise ConfigError(f"{source}: format", data.get("format"), "not a latency table",
                           [FORMAT])
-    for key in ("settings", "fingerprint", "cells", "correction"):
+    for key in ("settings", "fingerprint", "cells"):
         if not isinstance(data.get(key), Mapping):
             raise ConfigError(f"{source}: {key}", data.get(key), "missing or not a mapping")
     settings = data["settings"]
@@ -109,8 +119,7 @@ def table_from_dict(data: Any, source: str) -> LatencyTable:
         if not isinstance(cell, Mapping):
             raise ConfigError(f"{source}: cells.{key}", cell, "not a mapping")
         _number(cell.get("median_ms"), f"{source}: cells.{key}.median_ms", 0, positive=True)
-    corr = {k: _number(data["correction"].get(k, default), f"{source}: correction.{k}")
-            for k, default in (("a", 0.0), ("b", 1.0))}
+    corr = check_correction(data.get("correction"), source)
     return LatencyTable(settings=dict(settings), fingerprint=dict(data["fingerprint"]),
                         cells=dict(data["cells"]),
                         overhead_ms=_number(data.get("overhead_ms", 0.0),

@@ -144,31 +144,37 @@ def time_torch(module: Any, input_shape: Sequence[int], *, device: str = "cpu",
     return _summary(times)
 
 
-def onnx_session(module: Any, input_shape: Sequence[int], threads: int) -> Any:
-    """An onnxruntime session (CPU, ``threads`` intra-op threads) of ``module`` exported with
-    the export bundle's exporter settings (:func:`nas_attn.onnx_export.export_onnx`)."""
+def session_from_onnx(model: bytes | str | Path, threads: int) -> Any:
+    """An onnxruntime session (CPU, ``threads`` intra-op threads, one inter-op thread,
+    sequential, all graph optimisations) of an ONNX model (its bytes or its file)."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_session(module: Any, input_shape: Sequence[int], threads: int) -> Any:
+    """:func:`session_from_onnx` of ``module`` exported with the export bundle's exporter
+    settings (:func:`nas_attn.onnx_export.export_onnx`)."""
     from nas_attn.onnx_export import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cell.onnx"
         export_onnx(module.cpu().eval(), path, tuple(input_shape[1:]))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        return ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+        return session_from_onnx(path.read_bytes(), threads)
 
 
-def time_onnxruntime(module: Any, input_shape: Sequence[int], *, threads: int = 1,
-                     warmup: int = 10, repeats: int = 50) -> Timing:
-    """onnxruntime on the CPU: ``module`` exported to ONNX, timed with one session."""
+def time_session(session: Any, input_shape: Sequence[int], *, warmup: int = 10,
+                 repeats: int = 50) -> Timing:
+    """An onnxruntime session run on a fixed random input of ``input_shape``."""
     import numpy as np
 
-    session = onnx_session(module, input_shape, threads)
     name = session.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal(tuple(input_shape), dtype=np.float32)
     feed = {name: x}
@@ -180,6 +186,13 @@ def time_onnxruntime(module: Any, input_shape: Sequence[int], *, threads: int = 
         session.run(None, feed)
         times.append(time.perf_counter() - t0)
     return _summary(times)
+
+
+def time_onnxruntime(module: Any, input_shape: Sequence[int], *, threads: int = 1,
+                     warmup: int = 10, repeats: int = 50) -> Timing:
+    """onnxruntime on the CPU: ``module`` exported to ONNX, timed with one session."""
+    return time_session(onnx_session(module, input_shape, threads), input_shape,
+                        warmup=warmup, repeats=repeats)
 
 
 def time_module(module: Any, input_shape: Sequence[int], *, runtime: str, device: str,

@@ -129,7 +129,8 @@ def _state_of(model_or_state_dict: Any, canon: Any) -> Mapping[str, Any]:
 
 def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int, int],
                   metadata: Mapping[str, Any], final_name: str, atol: float, rtol: float,
-                  pretrained: Mapping[str, str] | None = None) -> None:
+                  pretrained: Mapping[str, str] | None = None,
+                  latency_table: str | Path | None = None) -> None:
     import torch
 
     from nas_attn import onnx_export as onnx_mod
@@ -150,6 +151,11 @@ def _write_bundle(tmp: Path, canon: Any, model: Any, input_shape: tuple[int, int
     check = onnx_mod.check_onnx(model, tmp / ONNX, input_shape, atol=atol, rtol=rtol)
     factory = canon.backbone_args.get("factory") if canon.backbone == "factory" else None
     (tmp / LOADING).write_text(card_mod.loading_note(final_name, input_shape, factory))
+    if latency_table is not None:
+        from nas_attn.export.latency_card import latency_entry
+
+        entry = latency_entry(latency_table, canon, tmp / ONNX, input_shape)
+        metadata = {**metadata, "latency": {**metadata.get("latency", {}), **entry}}
     files = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
              for n in CHECKSUMMED}
     card = card_mod.build_card(
@@ -205,6 +211,7 @@ def export_bundle(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     name: str | None = None,
+    latency_table: str | Path | None = None,
 ) -> Path:
     """Write an export bundle of ``spec`` with the weights of ``model_or_state_dict``.
 
@@ -216,6 +223,9 @@ def export_bundle(
     relative to it and must not escape it. ``atol``/``rtol``: the ONNX check's tolerance.
     ``name``: the bundle's folder name that ``LOADING.md`` loads (default: ``out_dir``'s
     last part; give it when the bundle is written in a staging folder and moved afterwards).
+    ``latency_table``: a latency table (``nas-attn latency build``); the card's ``latency`` then
+    states its prediction and the measured latency of ``model.onnx`` here
+    (:func:`nas_attn.export.latency_card.latency_entry`).
 
     Returns the bundle's absolute path. Raises ConfigError for bad input or an existing output
     path without ``force``, :class:`~nas_attn.onnx_export.ExportError` (or its subclass
@@ -247,7 +257,7 @@ def export_bundle(
     tmp.mkdir()
     try:
         _write_bundle(tmp, canon, model, shape, meta, name or target.name, atol, rtol,
-                      pretrained)
+                      pretrained, latency_table)
         check_target(target, force)  # again: the export took a while
         commit_bundle(tmp, target)
     except BaseException:

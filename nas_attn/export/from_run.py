@@ -48,6 +48,7 @@ class RunInfo:
     train: dict[str, Any]
     input_size: tuple[int, int, int] | None
     trials: Any  # DataFrame
+    latency_table: str | None = None  # the study's latency table (the card's latency)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     return RunInfo(run_dir=path.resolve(), study_name=str(info["study_name"]),
                    run_id=str(info.get("run_id", "")), objectives=objectives,
                    data=dict(study["data"]), train=dict(study["train"]),
-                   input_size=_input_size(study), trials=_trials_table(path, info))
+                   input_size=_input_size(study), trials=_trials_table(path, info),
+                   latency_table=(study.get("latency") or {}).get("table"))
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -332,7 +334,7 @@ def export_from_run(run_dir: str | Path, picks: str | Sequence[str],
             weights, meta = _weights_for(p, run, retrain, epochs, seeds, data, say)
             path = export_bundle(p.selection.spec, weights, f"b{i}", metadata=meta,
                                  input_size=run.input_size, base_dir=staging,
-                                 name=p.target.name)
+                                 name=p.target.name, latency_table=run.latency_table)
             staged.append(path)
         for p in planned:
             check_target(p.target, force)  # again: training took a while

@@ -3,6 +3,7 @@ whole networks (:func:`validate_table`). The table format and the prediction are
 :mod:`nas_attn.cost.latency_table`; ``profile(spec, latency="lut:FILE")`` reads a table."""
 
 from nas_attn.latency.build import add_missing, build_table, stage_specs
-from nas_attn.latency.validate import Validation, validate_table
+from nas_attn.latency.validate import Validation, repeat_spread, validate_table
 
-__all__ = ["Validation", "add_missing", "build_table", "stage_specs", "validate_table"]
+__all__ = ["Validation", "add_missing", "build_table", "repeat_spread", "stage_specs",
+           "validate_table"]

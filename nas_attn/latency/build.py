@@ -5,9 +5,9 @@ walks each stage's candidates with the other stages plain (every backbone of the
 module with every hyperparameter value, every position, block selection, conv and fusion
 choice) instead of the product of the stages: 2 x 31 + 4 x 62 block cells for the quickstart's
 907,924 architectures. Then it times the runtime's per-call overhead and a few whole networks
-(calibration specs, seeded) and fits the correction ``measured = a + b * additive`` by least
-squares. Progress goes to ``FILE.partial`` every few cells (atomic writes), which ``--resume``
-continues (it is also written when the build is interrupted); the table itself is written
+(calibration specs, seeded) and fits the correction model that cross-validates best on them
+(:mod:`nas_attn.cost.latency_model`). Progress goes to ``FILE.partial`` every few cells
+(atomic writes), which ``--resume`` continues (it is also written when the build is interrupted); the table itself is written
 once, whole, at the end.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from nas_attn.cost.latency_model import choose
 from nas_attn.cost.latency_table import LatencyTable, load_table
 from nas_attn.errors import ConfigError
 
@@ -63,16 +64,6 @@ def calibration_specs(space: Any, n: int, seed: int) -> list[Any]:
     return list(found.values())
 
 
-def fit_correction(additive: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
-    """Least squares ``measured = a + b * additive`` (``a = 0, b = 1`` with under 2 points)."""
-    if len(additive) < 2 or len(set(additive)) < 2:
-        return {"a": 0.0, "b": 1.0}
-    mx, my = sum(additive) / len(additive), sum(measured) / len(measured)
-    sxx = sum((x - mx) ** 2 for x in additive)
-    b = sum((x - mx) * (y - my) for x, y in zip(additive, measured, strict=True)) / sxx
-    return {"a": my - b * mx, "b": b}
-
-
 def _start(out: Path, resume: bool, settings: Mapping[str, Any], fp: Mapping[str, Any],
            space_info: Mapping[str, Any]) -> LatencyTable:
     fresh = LatencyTable(settings=dict(settings), fingerprint=dict(fp), space=dict(space_info),
@@ -93,7 +84,7 @@ def _start(out: Path, resume: bool, settings: Mapping[str, Any], fp: Mapping[str
 
 def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", device: str = "cpu",
                 threads: int = 1, batch: int = 1, input_size: Sequence[int] | None = None,
-                warmup: int = 10, repeats: int = 50, calibrate: int = 10, seed: int = 0,
+                warmup: int = 10, repeats: int = 50, calibrate: int = 40, seed: int = 0,
                 resume: bool = False,
                 progress: Callable[[int, int, str], None] | None = None) -> LatencyTable:
     """Measure every cell of ``space`` and write the table to ``out`` (see the module doc)."""
@@ -141,11 +132,16 @@ def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", de
     import torch
 
     table = replace(table, overhead_ms=time_it(torch.nn.Identity(), (batch, *size)).median_ms)
-    measured, additive = [], []
-    for spec in calibration_specs(space, calibrate, seed):
+    measured, rows = [], []
+    specs_c = calibration_specs(space, calibrate, seed)
+    for k, spec in enumerate(specs_c):
+        if progress:
+            progress(k, len(specs_c), "calibrating on whole networks")
         measured.append(measure_spec(spec, table, time_it))
-        additive.append(table.additive_ms(spec))
-    table = replace(table, correction=fit_correction(additive, measured))
+        rows.append(table.features(spec))
+    calibration = [{"spec_hash": spec.hash, "measured_ms": ms, "features": row}
+                   for spec, ms, row in zip(specs_c, measured, rows, strict=True)]
+    table = replace(table, correction={**choose(rows, measured), "calibration": calibration})
     table.save(out)
     partial_path(out).unlink(missing_ok=True)
     return table

@@ -2,7 +2,8 @@
 
 The driver side of a trial proposal, in order: ``space.suggest(trial)`` (canonical spec) ->
 ``spec_hash`` -> ``profile`` (params, FLOPs; latency only when it is an objective) -> the
-space's constraints. A spec over a constraint is told FAIL ``over_budget`` and never trained.
+space's constraints (a latency budget with the study's latency table's prediction). A spec
+over a constraint is told FAIL ``over_budget`` and never trained.
 Why not Optuna's ``constraints_func``: TPE and NSGA-II only read it on COMPLETE/PRUNED trials,
 so the over-budget spec would have to be told COMPLETE with made-up objective values that then
 pollute the front; a FAIL costs one cheap proposal and keeps the study truthful (the space's
@@ -39,7 +40,8 @@ class StudyProposer:
         self.backbone_weights = study.backbone_weights
         self.input_size = tuple(self.space.default_input_size())
         self.need_latency = any(o.name == "latency_ms" for o in study.objectives)
-        self.latency = study.latency if self.need_latency else None
+        self.budget = self.space.constraints.max_latency_ms is not None
+        self.latency = study.latency if self.need_latency or self.budget else None
         if self.latency is not None:  # refuse a table from another machine before any trial
             from nas_attn.cost.latency_table import check_fingerprint, load_table
             from nas_attn.cost.timing import fingerprint
@@ -69,14 +71,18 @@ class StudyProposer:
         spec = self.space.suggest(trial)
         if self.backbone_weights is not None:  # not hashed: same architecture, same hash
             spec = dataclasses.replace(spec, backbone_weights=self.backbone_weights)
+        from nas_attn.space._constraints import latency_violation
+
         timed = self.need_latency and self.latency is None
         prof = profile(spec, input_size=self.input_size, latency=timed)
         costs = {"flops": float(prof.flops), "params": float(prof.params)}
+        violations = self.space.check(spec, self.input_size)
         if self.latency is not None:
             costs["latency_ms"] = self._latency(spec)
+            over = latency_violation(self.space.constraints, costs["latency_ms"])
+            violations += [over] if over else []
         elif timed and getattr(prof, "latency_ms", None) is not None:
             costs["latency_ms"] = float(prof.latency_ms)
-        violations = self.space.check(spec, self.input_size)
         violation = "; ".join(str(v) for v in violations) or None
         return Proposal(spec.to_dict(), spec_hash(spec), costs, violation)
 
@@ -123,6 +129,9 @@ def space_limits(space: Any) -> dict[str, float]:
         out["flops"] = float(limits.max_flops)
     if limits is not None and limits.max_params is not None:
         out["params"] = float(limits.max_params)
+    budget = getattr(getattr(space, "constraints", None), "max_latency_ms", None)
+    if budget is not None:
+        out["latency_ms"] = float(budget)
     return out
 
 

@@ -108,9 +108,10 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class LatencySettings:
-    """``latency: {table: FILE, missing: refuse|measure}``: the latency_ms objective (and
-    ``max_latency_ms``) read from a measured table instead of timing in the search loop. A spec
-    with a cell the table lacks is refused, naming the cell, or measured and added."""
+    """``latency: {table: FILE, missing: refuse|measure}``: the latency_ms objective and the
+    space's latency budget (``constraints: {max_latency_ms: X}``) read from a measured table
+    instead of timing in the search loop. A spec with a cell the table lacks is refused, naming
+    the cell, or measured and added."""
 
     table: str
     missing: str = "refuse"
@@ -125,7 +126,8 @@ class LatencySettings:
 
         t = load_table(self.table)
         return {"settings": dict(t.settings), "fingerprint": dict(t.fingerprint),
-                "correction": dict(t.correction)}
+                "correction": {k: t.correction[k] for k in ("version", "model", "coef")
+                               if k in t.correction}}
 
 
 @dataclass(frozen=True)
@@ -254,11 +256,16 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
     if search.sampler == "grid" and space.size() == math.inf:
         raise ConfigError("search.sampler", "grid", "the grid sampler needs a finite space "
                           "(give every float range a step)", [s for s in SAMPLERS if s != "grid"])
+    latency = _latency(data.get("latency"), Path(base_dir), space)
+    budget = space.constraints.max_latency_ms
+    if budget is not None and latency is None:
+        raise ConfigError("space.constraints.max_latency_ms", budget, "a latency budget is "
+                          "checked with a latency table: add `latency: {table: FILE}` to the "
+                          "study (build one with `nas-attn latency build`)", ["latency.table"])
     return StudyConfig(
         name=name, space=space, data=dcfg, train=tcfg,
         objectives=_objectives(data.get("objectives")), early_stopping=es, search=search,
-        description=description, source=source, space_source=space_source,
-        latency=_latency(data.get("latency"), Path(base_dir), space),
+        description=description, source=source, space_source=space_source, latency=latency,
         plugins=tuple(loaded_plugins()),
         backbone_weights=_backbone_weights(data.get("backbone_weights"), Path(base_dir), space),
     )

@@ -10,6 +10,11 @@ Semantics (measured with :func:`nas_attn.cost.profile`, whose FLOP convention ap
   nothing else does. A plain stage adds 0 and always passes.
 
 Limits are numbers or strings with a decimal suffix: ``50M`` = 50e6, ``1.5G``, ``20K``, ``5e7``.
+
+``max_latency_ms`` (whole network only, milliseconds) is a latency budget: it needs a latency
+table, so it is checked by a study that names one (``latency: {table: FILE}``, see
+:class:`nas_attn.search.study.LatencySettings`) with the table's prediction
+(:func:`latency_violation`), not by :meth:`Constraints.check`, which has no table.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from nas_attn.errors import ConfigError
 from nas_attn.objectives import is_finite_number
 
 LIMIT_KEYS = ("max_flops", "max_params")
-CONSTRAINT_KEYS = (*LIMIT_KEYS, "stages")
+LATENCY_KEY = "max_latency_ms"
+CONSTRAINT_KEYS = (*LIMIT_KEYS, LATENCY_KEY, "stages")
 _SUFFIX = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 
 
@@ -80,7 +86,9 @@ class Violation:
 
     def __str__(self) -> str:
         added = "" if self.where == "network" else " added"
-        return f"{self.where}: {self.metric}{added} {self.value:,.0f} > max {self.limit:,.0f}"
+        fmt = ",.4g" if self.metric == "latency_ms" else ",.0f"
+        return (f"{self.where}: {self.metric}{added} {self.value:{fmt}} > max "
+                f"{self.limit:{fmt}}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"where": self.where, "metric": self.metric, "value": self.value,
@@ -91,14 +99,17 @@ class Violation:
 class Constraints:
     network: Limits = field(default_factory=Limits)
     stages: tuple[Limits, ...] = ()  # one per stage once resolved (empty: no stage limits)
+    max_latency_ms: float | None = None  # checked with a latency table (latency_violation)
 
     @property
     def empty(self) -> bool:
+        """No FLOPs or parameter limit (what :meth:`check` measures; a latency budget aside)."""
         return self.network.empty and all(s.empty for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
         stages = [s.to_dict() for s in self.stages] if any(not s.empty for s in self.stages) else []
-        return {**self.network.to_dict(), "stages": stages}
+        latency = {} if self.max_latency_ms is None else {LATENCY_KEY: self.max_latency_ms}
+        return {**self.network.to_dict(), **latency, "stages": stages}
 
     def check(self, spec: Any, input_size: tuple[int, int, int]) -> list[Violation]:
         if self.empty:
@@ -126,3 +137,20 @@ def _over(where: str, lim: Limits, flops: float, params: float) -> list[Violatio
     if lim.max_params is not None and params > lim.max_params:
         out.append(Violation(where, "params", float(params), lim.max_params))
     return out
+
+
+def latency_violation(constraints: Constraints, latency_ms: float) -> Violation | None:
+    """The latency budget's violation for a network predicted at ``latency_ms``, if any."""
+    limit = constraints.max_latency_ms
+    if limit is None or latency_ms <= limit:
+        return None
+    return Violation("network", "latency_ms", float(latency_ms), limit)
+
+
+def parse_latency_budget(value: Any, field: str) -> float | None:
+    """``max_latency_ms``: a positive, finite number of milliseconds (no suffixes), or null."""
+    if value is None:
+        return None
+    if not is_finite_number(value) or value <= 0:
+        raise ConfigError(field, value, "expected a positive number of milliseconds", [1.5, 20])
+    return float(value)

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
-from nas_attn.space._constraints import CONSTRAINT_KEYS, Constraints, Limits
+from nas_attn.space._constraints import (
+    CONSTRAINT_KEYS,
+    LATENCY_KEY,
+    Constraints,
+    Limits,
+    parse_latency_budget,
+)
 from nas_attn.space._dist import Choice, Dist, parse_hparam_space
 from nas_attn.space._space import (
     NO_ATTENTION,
@@ -406,9 +412,11 @@ def _constraints(raw: Any, n: int) -> Constraints:
     if not isinstance(raw, Mapping):
         raise ConfigError("constraints", raw, "expected a mapping with keys", CONSTRAINT_KEYS)
     _check_keys(raw, CONSTRAINT_KEYS, "constraints")
-    network = Limits.parse({k: v for k, v in raw.items() if k != "stages"}, "constraints")
+    network = Limits.parse({k: v for k, v in raw.items() if k not in ("stages", LATENCY_KEY)},
+                           "constraints")
+    latency = parse_latency_budget(raw.get(LATENCY_KEY), f"constraints.{LATENCY_KEY}")
     if raw.get("stages") is None:
-        return Constraints(network)
+        return Constraints(network, max_latency_ms=latency)
     stages = tuple(Limits.parse(v, f) for v, f in _per_stage(raw["stages"], n,
                                                              "constraints.stages"))
-    return Constraints(network, stages)
+    return Constraints(network, stages, latency)

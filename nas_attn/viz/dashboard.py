@@ -22,6 +22,7 @@ from nas_attn.viz import data as vd
 from nas_attn.viz.meta import RunMeta, run_meta
 
 FIGURE_IDS = ("pareto", "hypervolume", "attribution", "parallel", "curves")
+OTHER_ID = "pareto_other"  # present when the trials record a second cost (cost_views)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Dashboard:
     attribution: vd.AttributionData
     parallel: vd.ParallelData
     curves: tuple[vd.Curve, ...]
+    pareto_other: vd.ParetoData | None = None  # the front in the other cost (cost_views)
 
 
 def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | None = None,
@@ -47,16 +49,18 @@ def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | N
     study; for a run from before it was, the rule of :mod:`nas_attn.objectives` with the
     run's cost ``limits``, see :func:`nas_attn.search.results.run_limits`)."""
     from nas_attn.objectives import study_reference
+    from nas_attn.viz.cost_views import other_cost, pareto_in
 
     meta = run_meta(study, info, study_yaml)
     objs = meta.objectives
     recs = tuple(vd.records(study, objs, curves))
     if reference is None:
         reference = study_reference(study, objs, limits, record=False)
+    other = other_cost(recs, objs)
     return Dashboard(meta, recs, vd.pareto_data(recs, objs),
                      vd.hypervolume_data(recs, objs, reference),
                      vd.attribution_data(recs, objs), vd.parallel_data(recs, objs),
-                     vd.curves_data(recs))
+                     vd.curves_data(recs), pareto_in(recs, objs, other) if other else None)
 
 
 def load_run_inputs(run_dir: str | Path) -> tuple[Any, dict[str, Any], str | None]:
@@ -95,8 +99,10 @@ def figures(d: Dashboard) -> dict[str, Any]:
     from nas_attn.viz import plots
 
     acc, _ = vd.plotted_axes(d.meta.objectives)
+    other = {} if d.pareto_other is None else {"pareto_other": plots.pareto_figure(
+        d.pareto_other)}
     return {
-        "pareto": plots.pareto_figure(d.pareto),
+        "pareto": plots.pareto_figure(d.pareto), **other,
         "hypervolume": plots.hypervolume_figure(d.hypervolume),
         "attribution": plots.attribution_figure(d.attribution),
         "parallel": plots.parallel_figure(d.parallel),
@@ -200,7 +206,8 @@ const IDS=%(ids)s;
 let current=JSON.parse(document.getElementById('nas-attn-payload').textContent);
 let sortCol=null, sortDir=1;
 function draw(p){
-  for(const id of IDS){const f=p.figures[id]; Plotly.react(id,f.data,f.layout,CONFIG);}
+  for(const id of IDS){const f=p.figures[id], el=document.getElementById(id);
+    if(f&&el) Plotly.react(id,f.data,f.layout,CONFIG);}
 }
 function applyTable(){
   const tb=document.querySelector('#trials tbody'); if(!tb) return;
@@ -277,6 +284,10 @@ def render_html(d: Dashboard, refresh_s: float = 0.0, pay: Mapping[str, Any] | N
         ("parallel", "Parallel coordinates", "Drag along an axis to select a range."),
         ("curves", "Learning curves", ""),
     ]
+    if d.pareto_other is not None:
+        sections.insert(1, (OTHER_ID, f"Pareto front in {d.pareto_other.x.name}",
+                            f"The same trials at their {d.pareto_other.x.name} (FLOPs hide what "
+                            "attention costs in time); the line is the front in this plane."))
     parts = [f'<h2>{html.escape(h)}</h2><small>{html.escape(note)}</small>'
              f'<div id="{i}" class="plot"></div>' for i, h, note in sections]
     controls = (
@@ -287,7 +298,7 @@ def render_html(d: Dashboard, refresh_s: float = 0.0, pay: Mapping[str, Any] | N
         '<option>PRUNED</option><option>FAIL</option><option>RUNNING</option></select> '
         '<small id="shown"></small> <small>(* = on the Pareto front; click a header to '
         "sort)</small></div>")
-    js = _JS % {"ids": json.dumps(list(FIGURE_IDS)), "refresh": float(refresh_s)}
+    js = _JS % {"ids": json.dumps([i for i, _, _ in sections]), "refresh": float(refresh_s)}
     return "".join([
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<link rel=\"icon\" href=\"data:,\">",
