@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas_attn.bench.generate import TableProposer, pair_hash
+from attnbench.generate import TableProposer, pair_hash
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ def _generate(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_generate_cut_down_table_then_resume(tmp_path):
     import optuna
 
-    from nas_attn.bench.table import load_table
+    from attnbench.table import load_table
     from nas_attn.search import storage
 
     res = _generate(tmp_path)
@@ -88,7 +88,7 @@ def test_collect_reads_the_runners_per_epoch_record():
     storage; reused trials and trials missing an epoch leave NaN."""
     import optuna
 
-    from nas_attn.bench.generate import collect, curve_of
+    from attnbench.generate import collect, curve_of
 
     study = optuna.create_study(directions=["maximize", "minimize"])
 

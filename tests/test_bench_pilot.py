@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas_attn.bench import generate as gen
+from attnbench import generate as gen
 from nas_attn.train import TrainConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tabular" / "pilot_regimes.py"

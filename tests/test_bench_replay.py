@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from nas_attn.bench.metrics import FrontScorer, first_reaching, on_grid, trace_metrics
-from nas_attn.bench.replay import Method, promotable, replay, replay_once, summarize
-from nas_attn.bench.table import from_curves
+from attnbench.metrics import FrontScorer, first_reaching, on_grid, trace_metrics
+from attnbench.replay import Method, promotable, replay, replay_once, summarize
+from attnbench.table import from_curves
 from nas_attn.errors import ConfigError
 from nas_attn.search.pruning import HalvingConfig
 
@@ -51,7 +51,7 @@ def test_front_and_reference_point():
 
 
 def test_startup_oracle_counts_the_random_prefix_then_the_best_additions():
-    from nas_attn.bench.metrics import startup_oracle_trials
+    from attnbench.metrics import startup_oracle_trials
 
     sc = FrontScorer.of(tiny_table())  # HV: D alone 0.287, B+D 0.898, B+A or B+C 0.949
     assert startup_oracle_trials(sc, [3], 0.25) == (1, True)  # the random trial suffices
@@ -242,7 +242,7 @@ def test_pause_resumes_through_the_model_samplers(sampler):
 
 
 def test_startup_bound_is_never_slower_than_the_random_runs_it_starts_from():
-    from nas_attn.bench.report import startup_bound
+    from attnbench.report import startup_bound
 
     t = product_table()
     runs = replay(t, [Method("random")], n_trials=30, reps=4)["random"]
@@ -257,7 +257,7 @@ def test_startup_bound_is_never_slower_than_the_random_runs_it_starts_from():
 
 
 def test_random_sampler_weights_follow_the_define_by_run_decisions():
-    from nas_attn.bench.metrics import random_sampler_weights
+    from attnbench.metrics import random_sampler_weights
 
     # one stage: none (no position decision) or se/eca at post_bn/post_add; p(none) = 1/3,
     # each (module, position) 1/3 * 1/2
@@ -269,8 +269,8 @@ def test_random_sampler_weights_follow_the_define_by_run_decisions():
 
 
 def test_sampled_startup_bound_matches_its_definition():
-    from nas_attn.bench.metrics import startup_oracle_trials
-    from nas_attn.bench.report import sampled_startup_bound
+    from attnbench.metrics import startup_oracle_trials
+    from attnbench.report import sampled_startup_bound
 
     t = tiny_table()
     sc = FrontScorer.of(t)
@@ -289,7 +289,7 @@ def test_sampled_startup_bound_matches_its_definition():
 
 
 def test_bootstrap_intervals_bracket_the_median_and_handle_never_reached():
-    from nas_attn.bench.metrics import median_ci, ratio_ci
+    from attnbench.metrics import median_ci, ratio_ci
 
     v = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0]
     lo, hi = median_ci(v)
@@ -303,7 +303,7 @@ def test_bootstrap_intervals_bracket_the_median_and_handle_never_reached():
 
 
 def test_startup_is_part_of_the_method_and_its_sampler():
-    from nas_attn.bench.replay import make_sampler
+    from attnbench.replay import make_sampler
 
     assert Method("tpe", startup=4).name == "tpe-s4"
     assert Method("gp", HalvingConfig(max_epochs=3), startup=2).name == "gp-s2+es"
@@ -334,7 +334,7 @@ def test_learning_from_pruned_trials_is_part_of_the_method_and_changes_gp():
 def test_replay_many_and_summary():
     t = product_table()
     runs = replay(t, [Method("random"), Method("tpe")], n_trials=25, reps=3)
-    s = summarize(runs, t)
+    s = summarize(runs)
     assert set(s) == {"random", "tpe"} and s["random"]["reps"] == 3
     for v in s.values():
         assert 0 < v["hv_ratio"] <= 1 + 1e-9
@@ -365,7 +365,7 @@ def test_bad_inputs():
 
 
 def _run(name, hv, epochs, recall=None):
-    from nas_attn.bench.replay import ReplayRun
+    from attnbench.replay import ReplayRun
 
     n = len(hv)
     metrics = {"hv_ratio": np.asarray(hv, float),
@@ -376,12 +376,12 @@ def _run(name, hv, epochs, recall=None):
 
 
 def test_targets_exact():
-    from nas_attn.bench.report import targets
+    from attnbench.report import targets
 
     runs = {"random": [_run("random", [0.2, 0.5, 0.8, 0.96], [9, 9, 9, 9])],
             "tpe": [_run("tpe", [0.5, 0.96, 0.97, 0.98], [9, 9, 9, 9])],
             "tpe+es": [_run("tpe+es", [0.5, 0.9, 0.96, 0.97], [1, 3, 9, 1])]}
-    s = summarize(runs, tiny_table())
+    s = summarize(runs)
     assert s["random"]["trials_to_target"] == 4 and s["tpe"]["trials_to_target"] == 2
     assert s["tpe+es"]["epochs_to_target"] == 13 and s["tpe"]["epochs_to_target"] == 18
     g = targets(s, runs, n_archs=16)
@@ -398,11 +398,11 @@ def test_targets_exact():
     # measured), not when it did not.
     for hv, best in (([0.97, 0.98], "gp"), ([0.5, 0.6], "tpe")):
         both = {**runs, "gp": [_run("gp", hv, [9, 9])]}
-        assert targets(summarize(both, tiny_table()), both, 16)["search"]["best"] == best
+        assert targets(summarize(both), both, 16)["search"]["best"] == best
 
 
 def test_report_outputs():
-    from nas_attn.bench.report import curves, curves_svg, markdown_table, plot_replay
+    from attnbench.report import curves, curves_svg, markdown_table, plot_replay
 
     t = product_table()
     cfg = HalvingConfig(max_epochs=4, eta=2)
@@ -412,7 +412,7 @@ def test_report_outputs():
     c = curves(runs, points=20)
     assert c.by_trials["random"].shape == (3, 10) and c.by_epochs["random+es"].shape == (3, 20)
     assert np.all(np.diff(c.by_epochs["random"][1]) >= -1e-12)
-    md = markdown_table(summarize(runs, t))
+    md = markdown_table(summarize(runs))
     assert md.count("\n") == 4 and "random+es" in md and "random+es(3,1)" in md
     svg = curves_svg(c)
     assert svg.startswith("<svg") and svg.count("<polyline") == 6
@@ -423,7 +423,7 @@ def test_report_outputs():
 
 
 def test_truncate_cuts_every_trial_field_and_metric():
-    from nas_attn.bench.report import curves, truncate
+    from attnbench.report import curves, truncate
 
     t = product_table(epochs=4)
     cfg = HalvingConfig(max_epochs=4, eta=2, grace_epochs=1)
@@ -443,7 +443,7 @@ def test_truncate_cuts_every_trial_field_and_metric():
 
 
 def test_rank_correlation_by_epoch_exact():
-    from nas_attn.bench.metrics import rank_correlation_by_epoch
+    from attnbench.metrics import rank_correlation_by_epoch
 
     # 4 architectures, 1 seed, 3 epochs. Epoch 1 ranks the archs in reverse of the final
     # order (rho -1), epoch 2 has a tie (ranks 0.5, 0.5, 2, 3 vs 0, 1, 2, 3), epoch 3 is final.
@@ -460,7 +460,7 @@ def test_rank_correlation_by_epoch_exact():
 
 
 def test_seed_rank_correlation_exact():
-    from nas_attn.bench.metrics import seed_rank_correlation, spearman
+    from attnbench.metrics import seed_rank_correlation, spearman
 
     # 4 architectures, 3 seeds, 1 epoch. Seeds 0 and 1 agree (rho 1), seed 2 reverses them
     # (rho -1 with each): mean over the 3 pairs = (1 - 1 - 1) / 3.
@@ -480,13 +480,13 @@ def test_trials_to_whole_front_exact():
                   _run("a", [0.5] * 4, [9] * 4, [0.5, 0.5, 0.5, 1]),
                   _run("a", [0.5] * 4, [9] * 4, [0, 0, 0, 0.5])],
             "b": [_run("b", [0.5] * 2, [9] * 2, [0, 0.5]), _run("b", [0.5] * 2, [9] * 2, [1, 1])]}
-    s = summarize(runs, tiny_table())
+    s = summarize(runs)
     assert s["a"]["trials_to_front"] == 4.0  # median of (3, 4, inf)
     assert math.isinf(s["b"]["trials_to_front"])  # median of (inf, 1)
 
 
 def test_epochs_to_levels_are_medians_of_first_reaching():
-    from nas_attn.bench.report import epochs_to_levels
+    from attnbench.report import epochs_to_levels
 
     runs = {"m": [_run("m", [0.5, 0.96, 1.0], [9, 9, 9]), _run("m", [0.91, 0.92, 0.99], [1, 3, 9]),
                   _run("m", [0.2, 0.3, 0.4], [9, 9, 9])]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas_attn.bench.table import KEYS, SCHEMA_VERSION, Table, load_table, params_key, save_table
+from attnbench.table import KEYS, SCHEMA_VERSION, Table, load_table, params_key, save_table
 from nas_attn.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[1] / "benchmarks/tabular/data"
@@ -133,7 +133,7 @@ def test_shipped_entries_retrain_within_seed_noise(shipped):
 
 
 def test_table_spaces_are_named_by_their_file_and_sized_for_a_table():
-    from nas_attn.bench import generate as gen
+    from attnbench import generate as gen
 
     for name, space in gen.TABLE_SPACES.items():
         n = len(gen.enumerate_archs(gen.table_space(space)))
@@ -142,6 +142,6 @@ def test_table_spaces_are_named_by_their_file_and_sized_for_a_table():
 
 
 def test_shipped_table_records_its_named_space(shipped, shipped_name):
-    from nas_attn.bench import generate as gen
+    from attnbench import generate as gen
 
     assert shipped.meta["space"] == gen.TABLE_SPACES[shipped_name]

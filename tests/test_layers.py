@@ -34,7 +34,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("viz",),
     ("ablation",),
     ("export",),
-    ("bench",),
     ("cli",),
     ("__main__",),
 )

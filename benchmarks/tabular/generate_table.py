@@ -3,13 +3,13 @@
     RAY_AUTH_MODE=disabled .venv/bin/python benchmarks/tabular/generate_table.py \
         --out benchmarks/tabular/data/attention343.npz --run-dir runs/tabular-gen
 
-``--space`` names one of the shipped tables' spaces (``nas_attn.bench.generate.TABLE_SPACES``:
+``--space`` names one of the shipped tables' spaces (``attnbench.generate.TABLE_SPACES``:
 ``attention343``, the default, or ``rfa256``). Every (architecture, seed) pair of the space is
 one runner
 trial (``run_search``: Ray Tune trials on reused workers, Optuna SQLite storage in the run
 folder). An interrupted generation continues with ``--resume`` (finished pairs are skipped).
 ``--limit N`` trains only the first N architectures; with ``--epochs`` and ``--train-size``
-(which override the settings of :mod:`nas_attn.bench.generate`) that makes a smoke test. The
+(which override the settings of :mod:`attnbench.generate`) that makes a smoke test. The
 generation time and machine are written into the table's metadata.
 """
 
@@ -25,9 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# Ray's workers import the evaluator (attnbench.generate:evaluate) from this folder: the local
+# runtime's workers inherit the variable
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p)
 
-from nas_attn.bench import generate as gen
-from nas_attn.bench.table import Table, save_table
+from attnbench import generate as gen
+from attnbench.table import Table, save_table
 
 
 def machine() -> dict:

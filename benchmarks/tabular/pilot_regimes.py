@@ -5,16 +5,16 @@ to the full budget under each candidate regime (data, training, space) and measu
 decides whether a search and early stopping can work on it:
 
 - ``rho@e``: Spearman's rho between accuracy after epoch e and the final accuracy of the same
-  training (``nas_attn.bench.metrics.rho_by_epoch``);
+  training (``attnbench.metrics.rho_by_epoch``);
 - ``seed rho``: rho between seeds' final accuracies, mean over pairs of seeds
-  (``nas_attn.bench.metrics.seed_rho``: is the ranking reproducible at all?);
+  (``attnbench.metrics.seed_rho``: is the ranking reproducible at all?);
 - the spread of the architectures' mean final accuracy against the median seed std.
 
     .venv/bin/python benchmarks/tabular/pilot_regimes.py --archs 40 --seeds 0 1 --workers 16
 
 Trainings run in a process pool (one thread each), not through Ray: this is a pilot, not a
 table. Regimes are named overrides (``REGIMES``) of the table's space and data
-(``nas_attn.bench.generate``) and of ``BASE_TRAIN``, the recipe of the first converged table
+(``attnbench.generate``) and of ``BASE_TRAIN``, the recipe of the first converged table
 (AdamW), so that a rerun measures the same regimes whatever the shipped table's recipe.
 """
 
@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nas_attn.bench import generate as gen
-from nas_attn.bench.metrics import FrontScorer, random_sampler_weights, rho_by_epoch, seed_rho
-from nas_attn.bench.report import sampled_startup_bound
-from nas_attn.bench.table import Table
+from attnbench import generate as gen
+from attnbench.metrics import FrontScorer, random_sampler_weights, rho_by_epoch, seed_rho
+from attnbench.report import sampled_startup_bound
+from attnbench.table import Table
 from nas_attn.cost import profile
 
 # The training recipe the regimes override: the 2026-11-25 table's AdamW (regime "table").
@@ -131,7 +131,7 @@ def additive_fit(final: np.ndarray, pick: np.ndarray, params: list[dict]) -> np.
 def speedup_bound(acc: np.ndarray, pick: np.ndarray, params: list[dict], flops: list[float]
                   ) -> dict[str, Any]:
     """How much any sampler with 10 random startup trials could gain over random search on the
-    space, read twice (``nas_attn.bench.report.sampled_startup_bound``; random search draws
+    space, read twice (``attnbench.report.sampled_startup_bound``; random search draws
     with Optuna's RandomSampler probabilities, ``random_sampler_weights`` of the whole space).
 
     ``acc``: the sampled architectures' curves, ``(len(pick), seeds, epochs)``; ``params`` and

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nas_attn.bench.metrics import FrontScorer, rank_correlation_by_epoch, seed_rank_correlation
-from nas_attn.bench.replay import Method, replay, summarize
-from nas_attn.bench.report import (
+from attnbench.metrics import FrontScorer, rank_correlation_by_epoch, seed_rank_correlation
+from attnbench.replay import Method, replay, summarize
+from attnbench.report import (
     STARTUP_TRIALS,
     curves,
     curves_svg,
@@ -34,7 +34,7 @@ from nas_attn.bench.report import (
     targets,
     truncate,
 )
-from nas_attn.bench.table import load_table
+from attnbench.table import load_table
 from nas_attn.search.pruning import HalvingConfig
 
 GP_METHODS = ("plain", "es", "startup", "learn", "pause")
@@ -54,7 +54,7 @@ def _clean(x):
 
 def write(args: argparse.Namespace, table, configs, runs, main_s: float, gp_s: float | None
           ) -> None:
-    summary = summarize(runs, table)
+    summary = summarize(runs)
     goals = targets(summary, runs, table.n_archs)
     rho = [round(float(r), 3) for r in rank_correlation_by_epoch(table)]
     print(markdown_table(summary))

@@ -52,6 +52,7 @@ from nas_attn.search.outcome import (
     is_finite_number,
 )
 from nas_attn.search.ownership import ask_owned
+from nas_attn.search.placement import PARK, PROMOTE, REUSE, Record, place, record_rank
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +112,19 @@ def reusable(trial: Any) -> bool:
     return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in REUSABLE_FAILS
 
 
-def record_rank(trial: Any) -> tuple[int, int]:
-    """How far a reusable trial got, to pick the one a duplicate reuses (pure): COMPLETE first,
-    then PRUNED or failed by the epochs they trained (a promotion trains further)."""
+def record_of(trial: Any) -> Record:
+    """The placement record of a stored Optuna trial (:mod:`nas_attn.search.placement`)."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.COMPLETE:
-        return (2, 0)
-    epochs = trial.user_attrs.get("epochs_trained")
-    return (1, int(epochs) if isinstance(epochs, int | float) else 0)
+    state = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED}.get(trial.state, FAIL)
+    return Record(state, trial.user_attrs.get("epochs_trained"))
 
 
 def remember(done: Any, spec_hash: str, trial: Any) -> None:
     """Keep ``trial`` as the record of ``spec_hash`` unless ``done`` holds one that got further
     (``done``: a dict, or the runner's shared table)."""
     current = done.get(spec_hash) if spec_hash in done else None
-    if current is None or record_rank(trial) > record_rank(current):
+    if current is None or record_rank(record_of(trial)) > record_rank(record_of(current)):
         done[spec_hash] = trial
 
 
@@ -223,14 +221,16 @@ class AskTellSearcher(TrialBookkeeping):
         """An issued proposal: reused (an earlier result), parked (its spec is being trained
         now) or handed to Ray (its config returned)."""
         earlier = self._done.get(proposal.spec_hash)
-        resume = self._resume_epoch(earlier)
-        if earlier is not None and not resume:
+        where = place(None if earlier is None else record_of(earlier),
+                      proposal.spec_hash in self._in_flight, self.promote, self.epochs)
+        if where.action == REUSE:
             self._reuse(trial, earlier)
             return None
-        if proposal.spec_hash in self._in_flight:
+        if where.action == PARK:
             self._parked.setdefault(proposal.spec_hash, []).append((trial, proposal))
             return None
-        if resume:
+        resume = where.resume_epoch
+        if where.action == PROMOTE:
             trial.set_user_attr("promoted_from", earlier.number)
             trial.set_user_attr("resume_epoch", resume)
             self.counts.promoted += 1
@@ -261,18 +261,6 @@ class AskTellSearcher(TrialBookkeeping):
             self._tell(trial, fail("orphaned", "interrupted before it finished", counts=False))
         self._parked.clear()
         self._retry.clear()
-
-    def _resume_epoch(self, earlier: Any) -> int:
-        """The epoch a re-proposed architecture resumes after: > 0 only with ``promote`` on and
-        an earlier trial stopped early at a rung (PRUNED); 0 otherwise (reuse or train)."""
-        from optuna.trial import TrialState
-
-        if not self.promote or earlier is None or earlier.state != TrialState.PRUNED:
-            return 0
-        epochs = earlier.user_attrs.get("epochs_trained")
-        if not isinstance(epochs, int) or not 0 < epochs < self.epochs:
-            return 0
-        return epochs
 
     def _record(self, p: _Pending, result: Mapping[str, Any]) -> None:
         p.last_result = dict(result)

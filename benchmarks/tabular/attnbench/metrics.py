@@ -6,7 +6,7 @@ objectives (mean final accuracy over seeds, FLOPs), not by the noisy value the s
 the metrics measure whether the search trained the right architectures.
 
 - ``hv_ratio``: HV(found) / HV(true front), with the table's fixed reference point
-  (:attr:`nas_attn.bench.table.Table.reference_point`). Hypervolume: Zitzler & Thiele 1998.
+  (:attr:`attnbench.table.Table.reference_point`). Hypervolume: Zitzler & Thiele 1998.
 - ``recall_exact``: fraction of the true front's architectures in the found set (an
   architecture with identical objectives counts as the same).
 - ``recall_std``: fraction of true-front architectures f for which the found set holds a g with
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.bench.table import DIRECTIONS, Table
+from attnbench.table import DIRECTIONS, Table
 from nas_attn.pareto import hypervolume, igd_plus, pareto_front_mask
 
 METRICS = ("hv_ratio", "recall_exact", "recall_std", "igd_plus")

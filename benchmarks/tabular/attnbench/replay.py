@@ -57,10 +57,11 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.bench.metrics import METRICS, FrontScorer, trace_metrics
-from nas_attn.bench.table import Table, params_key
+from attnbench.metrics import METRICS, FrontScorer, trace_metrics
+from attnbench.table import Table, params_key
 from nas_attn.errors import ConfigError
-from nas_attn.search.outcome import ACCURACY
+from nas_attn.search.outcome import ACCURACY, COMPLETE, PRUNED
+from nas_attn.search.placement import PROMOTE, REUSE, Record, place, record_rank
 from nas_attn.search.pruned_view import OBJECTIVES_ATTR
 from nas_attn.search.pruning import STOP, HalvingConfig, ParetoHalving, rank_rung
 from nas_attn.search.samplers import check_startup_trials
@@ -143,6 +144,15 @@ class ReplayRun:
         return np.cumsum(self.epochs)
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """An architecture's training in a replay: its seed column, how far it got, its values."""
+
+    seed: int
+    record: Record  # COMPLETE, or PRUNED after ``epochs_trained`` epochs (its rung)
+    values: list[float] | None  # (final accuracy, FLOPs) when COMPLETE
+
+
 class _Proposer:
     """``optuna.Trial -> architecture index`` for a table."""
 
@@ -214,8 +224,7 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
     seeds = np.full(n_trials, -1, dtype=np.int64)
     complete = np.zeros(n_trials, dtype=bool)
     epochs = np.zeros(n_trials, dtype=np.int64)
-    # architecture -> (seed column, rung it was stopped at or None, values or None)
-    seen: dict[int, tuple[int, int | None, list[float] | None]] = {}
+    seen: dict[int, _Seen] = {}  # architecture -> its furthest record
     last_acc: dict[int, float] = {}  # architecture -> accuracy when its training ended
     tables: dict[int, list[tuple[int, float, float]]] = {r: [] for r in rungs}  # pause
     paused: dict[int, int] = {}  # pause: architecture -> rung epoch it waits at
@@ -236,12 +245,15 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
             if resume is not None and a != resume:
                 raise ConfigError("table.arch_params", table.arch_params[resume],
                                   "the enqueued parameters name another architecture")
+            earlier = seen.get(a)
+            # the searcher's own decision (trials arrive one by one: nothing is in flight)
+            where = place(None if earlier is None else earlier.record, False, method.promote, table.epochs)
             if resume is not None:  # pause: the same training resumes after its rung
-                s, start = seen[a][0], paused.pop(a)
-            elif a in seen and (seen[a][1] is None or not method.promote):
-                s, values = None, seen[a][2]
-            elif a in seen:  # promotion: the same training resumes after its rung
-                s, start, _ = seen[a]
+                s, start = earlier.seed, paused.pop(a)
+            elif where.action == REUSE:
+                s, values = None, earlier.values
+            elif where.action == PROMOTE:  # the same training resumes after its rung
+                s, start = earlier.seed, where.resume_epoch
             else:
                 s, start = int(rng.integers(table.n_seeds)), 0
             if s is not None:
@@ -260,7 +272,9 @@ def replay_once(table: Table, method: Method, n_trials: int, rep: int,
                         trial.number, r, float(ranked[r - 1]), float(flops[a])) == STOP), table.epochs)
                 epochs[k] = end - start
                 values = [float(curve[-1]), float(flops[a])] if end == table.epochs else None
-                seen[a] = (s, None if values else end, values)
+                record = _Seen(s, Record(COMPLETE if values else PRUNED, end), values)
+                if earlier is None or record_rank(record.record) > record_rank(earlier.record):
+                    seen[a] = record
                 last_acc[a] = float(curve[end - 1])
             done = values is not None
             complete[k] = done
@@ -303,13 +317,13 @@ def replay(table: Table, methods: Sequence[Method], n_trials: int, reps: int,
     return out
 
 
-def summarize(runs: Mapping[str, Sequence[ReplayRun]], table: Table, target: float = 0.95
+def summarize(runs: Mapping[str, Sequence[ReplayRun]], target: float = 0.95
               ) -> dict[str, dict[str, Any]]:
     """Per method: medians over repetitions of the final metrics, trials and epochs to
     ``target`` hypervolume ratio and trials until every true-front architecture is found
     (exact recall 1; each inf when fewer than half the reps reach it), epochs used; a 95 %
     bootstrap interval of the median trials to ``target``."""
-    from nas_attn.bench.metrics import first_reaching, median_ci, trials_to
+    from attnbench.metrics import first_reaching, median_ci, trials_to
 
     out: dict[str, dict[str, Any]] = {}
     for name, rs in runs.items():

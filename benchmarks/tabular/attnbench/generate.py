@@ -22,7 +22,7 @@ import numpy as np
 
 from nas_attn.search.outcome import INTERMEDIATE
 
-EVALUATOR = "nas_attn.bench.generate:evaluate"
+EVALUATOR = "attnbench.generate:evaluate"
 
 # The table's space: none/SE/ECA/CBAM at post_bn or post_add, per stage, in the "tiny" ResNet
 # (8/16/32 channels, one BasicBlock per stage): (1 + 3 * 2) ** 3 = 343 architectures.

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_attn.bench.metrics import (
+from attnbench.metrics import (
     FrontScorer,
     first_reaching,
     on_grid,
@@ -25,7 +25,7 @@ from nas_attn.bench.metrics import (
     trace_metrics,
     trials_to,
 )
-from nas_attn.bench.replay import ReplayRun
+from attnbench.replay import ReplayRun
 from nas_attn.errors import ConfigError
 
 
@@ -76,7 +76,7 @@ def startup_bound(random_runs: Sequence[ReplayRun], scorer: FrontScorer,
     """How much faster than random search a sampler that starts with ``startup`` random trials
     can be, at best: per repetition of random search, the trials the startup oracle needs
     (its first ``startup`` trials, then the best architectures knowing the table, see
-    :func:`nas_attn.bench.metrics.startup_oracle_trials`) against random search's own trials
+    :func:`attnbench.metrics.startup_oracle_trials`) against random search's own trials
     to ``level``; medians over repetitions and their ratio (the largest speed-up possible)."""
     pairs = []
     for r in random_runs:
@@ -92,7 +92,7 @@ def sampled_startup_bound(scorer: FrontScorer, weights: Sequence[float] | None =
                           level: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """:func:`startup_bound` without a replay: random search simulated as draws with
     replacement from the scorer's architectures with probabilities ``weights`` (uniform if
-    None; :func:`nas_attn.bench.metrics.random_sampler_weights` gives Optuna's RandomSampler's),
+    None; :func:`attnbench.metrics.random_sampler_weights` gives Optuna's RandomSampler's),
     every trial complete, ``reps`` times.
 
     On a table built from a random *sample* of a space (a pilot), drawing from the sample
