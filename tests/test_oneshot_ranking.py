@@ -50,6 +50,12 @@ def test_confirmation_order_front_first_best_first():
     assert confirmation_order([0.9, 0.4, 0.5, 0.3], [10, 5, 1, 20]) == [0, 2, 1, 3]
 
 
+def test_confirmation_order_by_predicted_volume():
+    # reference (0, 11): 0 alone adds 0.9 * 1 = 0.9, 2 alone 0.5 * 10 = 5.0; then 0 adds 0.4
+    pred, flops = [0.9, 0.4, 0.5, 0.3], [10, 5, 1, 20]
+    assert confirmation_order(pred, flops, "hv", ref=(0.0, 11.0))[:2] == [2, 0]
+
+
 def test_pipeline_cost_counts_confirmations_until_the_level():
     # true front: arch 2 (0.8, 1) alone; the supernet ranks it third
     table = _table([0.5, 0.6, 0.8, 0.7], [1, 1, 1, 1])

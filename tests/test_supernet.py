@@ -213,3 +213,12 @@ def test_checkpoint_round_trip_and_refusals(space, tmp_path):
         load_supernet(build_supernet(smaller), tmp_path, recipe)
     with pytest.raises(ConfigError, match=r"no supernet\.json"):
         load_supernet(other, tmp_path / "missing", recipe)
+
+
+def test_a_fixed_stage_trains_only_its_option(space, data):
+    sn = build_supernet(space)
+    res = train_supernet(sn, data, _cfg(), "fairnas", seed=0, fixed={0: 5})
+    assert res.counts[0][5] == res.path_passes and sum(res.counts[0]) == res.path_passes
+    assert res.counts[1] == [4] * 38  # the other stages still trained fairly
+    with pytest.raises(ConfigError, match=r"oneshot\.fixed\[0\]"):
+        train_supernet(sn, data, _cfg(), "spos", fixed={0: 38})

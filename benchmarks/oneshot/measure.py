@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "tabular"), str(Path(__file__).parent)]
 
-from oneshot_ranking import kendall, pipeline_cost, seed_kendall, top_k_recall  # noqa: E402
+from oneshot_ranking import ORDERS, kendall, pipeline_cost, seed_kendall, top_k_recall  # noqa: E402
 
 from attnbench.generate import TABLE_DATA, TABLE_SPACES, TABLE_TRAIN, table_space  # noqa: E402
 from attnbench.metrics import FrontScorer, seed_rank_correlation, spearman  # noqa: E402
@@ -66,56 +66,99 @@ def stage_agreement(table, pred: np.ndarray, space) -> list[float]:
     return out
 
 
-def one_run(name: str, table, mode: str, epochs: int, seed: int, calib_batches: int,
-            threads: int) -> dict:
-    space = table_space(TABLE_SPACES[name])
-    data = load_dataset(TABLE_DATA)
-    cfg = TrainConfig(**{**TABLE_TRAIN, "epochs": epochs, "threads": threads, "device": "cpu",
-                         "seed": seed})
-    sn = build_supernet(space, seed=seed)
-    training = train_supernet(sn, data, cfg, mode, seed=seed)
-    calib = calibration_batches(data, calib_batches, cfg.batch_size, seed=seed)
-    pred = np.empty(table.n_archs)
-    ms = np.empty(table.n_archs)
+def _score_all(sn, specs, data, calib, cfg, threads: int, which=None):
+    """Predicted accuracy and milliseconds of the architectures ``which`` (default all)."""
     import torch
 
+    which = range(len(specs)) if which is None else which
+    pred, ms = {}, {}
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for i, params in enumerate(table.arch_params):
-            s = score(sn, space.build(params), data, calib, cfg.eval_batch_size)
+        for i in which:
+            s = score(sn, specs[i], data, calib, cfg.eval_batch_size)
             pred[i], ms[i] = s.val_accuracy, s.ms
     finally:
         torch.set_num_threads(old)
+    return pred, ms
+
+
+def one_run(name: str, table, mode: str, epochs: str, seed: int, calib_batches: int,
+            threads: int) -> dict:
+    """``mode`` spos / fairnas with ``epochs`` "E", or fewshot with "E1+E2@S": SPOS for E1
+    epochs, then one sub-supernet per option of stage S, each fine-tuned E2 epochs (SPOS with
+    that option fixed) and scoring the architectures that make that choice."""
+    import copy
+
+    space = table_space(TABLE_SPACES[name])
+    data = load_dataset(TABLE_DATA)
+    specs = [space.build(p) for p in table.arch_params]
+    base_epochs, split = (epochs, None)
+    if mode == "fewshot":
+        base_epochs, rest = epochs.split("+")
+        split = tuple(int(v) for v in rest.split("@"))  # (fine-tune epochs, stage)
+    cfg = TrainConfig(**{**TABLE_TRAIN, "epochs": int(base_epochs), "threads": threads,
+                         "device": "cpu", "seed": seed})
+    sn = build_supernet(space, seed=seed)
+    training = train_supernet(sn, data, cfg, "spos" if mode == "fewshot" else mode, seed=seed)
+    cost_epochs, train_s = training.cost_epochs, training.train_time_s
+    calib = calibration_batches(data, calib_batches, cfg.batch_size, seed=seed)
+    if split is None:
+        pred_d, ms_d = _score_all(sn, specs, data, calib, cfg, threads)
+    else:
+        e2, stage = split
+        keys = [json.dumps(o.to_dict(), sort_keys=True) for o in sn.options[stage]]
+        opt_of = [keys.index(json.dumps(sp.stages[stage].to_dict(), sort_keys=True))
+                  for sp in specs]
+        shared = copy.deepcopy(sn.state_dict())
+        pred_d, ms_d = {}, {}
+        sub_cfg = TrainConfig(**{**vars(cfg), "epochs": e2})
+        for o in range(len(keys)):
+            sn.load_state_dict(shared)
+            sub = train_supernet(sn, data, sub_cfg, "spos", seed=seed + 1 + o,
+                                 fixed={stage: o})
+            cost_epochs += sub.cost_epochs
+            train_s += sub.train_time_s
+            p, m = _score_all(sn, specs, data, calib, cfg, threads,
+                              [i for i, v in enumerate(opt_of) if v == o])
+            pred_d.update(p)
+            ms_d.update(m)
+    pred = np.array([pred_d[i] for i in range(len(specs))])
+    ms = np.array([ms_d[i] for i in range(len(specs))])
     scorer = FrontScorer.of(table)
-    per_epoch_s = training.train_time_s / training.cost_epochs
+    per_epoch_s = train_s / cost_epochs
     scoring_epochs = float(ms.sum() / 1000 / per_epoch_s)
-    cost = pipeline_cost(pred, scorer, table.flops, training.cost_epochs)
-    cost_all = pipeline_cost(pred, scorer, table.flops, training.cost_epochs + scoring_epochs)
     truth = table.final_mean
-    return {
+    out = {
         "table": name, "mode": mode, "epochs": epochs, "seed": seed,
         "calib_batches": calib_batches,
         "tau": kendall(pred, truth), "rho": spearman(pred, truth),
         "top10_recall": top_k_recall(pred, table.true_front, 10),
         "top20_recall": top_k_recall(pred, table.true_front, 20),
-        "predicted_front": cost.predicted_front, "hv_at_predicted_front": cost.hv_at_front,
-        "confirmations_to_95": cost.confirmations,
-        "epochs_to_95": cost.epochs, "epochs_to_95_with_scoring": cost_all.epochs,
-        "supernet_cost_epochs": training.cost_epochs, "scoring_cost_epochs": scoring_epochs,
-        "supernet_train_s": training.train_time_s, "ms_per_arch_median": float(np.median(ms)),
+        "supernet_cost_epochs": cost_epochs, "scoring_cost_epochs": scoring_epochs,
+        "supernet_train_s": train_s, "ms_per_arch_median": float(np.median(ms)),
         "pred_acc_range": [float(pred.min()), float(pred.max())],
         "stage_rho": stage_agreement(table, pred, space),
         "final_train_loss": training.epochs[-1].train_loss,
-        "pred": pred.round(4).tolist(),
     }
+    for order in ORDERS:
+        cost = pipeline_cost(pred, scorer, table.flops, cost_epochs, order=order)
+        out[f"{order}_predicted_front"] = cost.predicted_front
+        out[f"{order}_hv_at_predicted_front"] = cost.hv_at_front
+        out[f"{order}_confirmations_to_95"] = cost.confirmations
+        out[f"{order}_epochs_to_95"] = cost.epochs
+        out[f"{order}_epochs_to_95_with_scoring"] = cost.epochs + scoring_epochs
+    out["pred"] = pred.round(4).tolist()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", nargs="+", default=["attention343", "rfa256"])
     ap.add_argument("--runs", nargs="+", default=["spos:20", "fairnas:3"],
-                    help="mode:epochs of supernet training")
+                    help="mode:epochs of supernet training (spos:20, fairnas:3), or "
+                    "fewshot:E1+E2@STAGE (SPOS E1 epochs, then a sub-supernet per option of "
+                    "STAGE fine-tuned E2 epochs)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -132,7 +175,7 @@ def main() -> None:
             mode, epochs = run.split(":")
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                r = one_run(name, table, mode, int(epochs), seed, args.calib_batches,
+                r = one_run(name, table, mode, epochs, seed, args.calib_batches,
                             args.threads)
                 r["wall_s"] = time.perf_counter() - t0
                 r["command"] = " ".join(sys.argv)

@@ -6,8 +6,9 @@ measure.py, tested in tests/test_oneshot_ranking.py).
 - :func:`top_k_recall`: the fraction of the true front among the ``k`` architectures of
   highest predicted accuracy.
 - :func:`confirmation_order`: the order the pipeline confirms architectures in: the predicted
-  front first (non-dominated sorting of (predicted accuracy, FLOPs)), each layer by predicted
-  accuracy, best first.
+  front first (non-dominated sorting of (predicted accuracy, FLOPs)), then the next layer;
+  inside a layer by predicted accuracy, best first (``acc``), or greedily by predicted
+  hypervolume gain (``hv``: the point adding most predicted volume to those already chosen).
 - :func:`pipeline_cost`: stand-alone epochs until the confirmed set reaches a fraction of the
   true front's hypervolume (confirmation = a 20-epoch stand-alone training, read from the table:
   its architecture scored by the table's true objectives, as the replay scores a search).
@@ -22,7 +23,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from attnbench.metrics import FrontScorer
-from nas_attn.pareto import non_dominated_sort
+from nas_attn.pareto import hypervolume, non_dominated_sort
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -49,14 +50,29 @@ def top_k_recall(pred: Sequence[float], front: Sequence[int], k: int) -> float:
     return float(np.mean([int(f) in top for f in front]))
 
 
-def confirmation_order(pred: Sequence[float], flops: Sequence[float]) -> list[int]:
+ORDERS = ("acc", "hv")
+
+
+def confirmation_order(pred: Sequence[float], flops: Sequence[float], order: str = "acc",
+                       ref: Sequence[float] | None = None) -> list[int]:
     """Every architecture, predicted front first, then the next layer, ...; inside a layer the
-    highest predicted accuracy first."""
+    highest predicted accuracy first (``acc``) or the largest predicted hypervolume gain over
+    the points already chosen (``hv``, with reference point ``ref``)."""
     pred = np.asarray(pred, dtype=float)
     pts = np.column_stack([pred, np.asarray(flops, dtype=float)])
     out: list[int] = []
     for layer in non_dominated_sort(pts, DIRECTIONS):
-        out.extend(sorted(layer, key=lambda i: (-pred[i], i)))
+        rest = sorted(layer, key=lambda i: (-pred[i], i))
+        if order == "acc":
+            out.extend(rest)
+            continue
+        if ref is None:
+            raise ValueError("order 'hv' needs a reference point")
+        chosen: list[int] = []
+        while rest:
+            gains = [hypervolume(pts[[*chosen, i]], ref, DIRECTIONS) for i in rest]
+            chosen.append(rest.pop(int(np.argmax(gains))))
+        out.extend(chosen)
     return out
 
 
@@ -70,10 +86,10 @@ class PipelineCost:
 
 def pipeline_cost(pred: Sequence[float], scorer: FrontScorer, flops: Sequence[float],
                   supernet_epochs: float, level: float = 0.95, confirm_epochs: int = 20,
-                  max_confirm: int = 50) -> PipelineCost:
+                  max_confirm: int = 50, order: str = "acc") -> PipelineCost:
     """Confirm in :func:`confirmation_order` until the confirmed set's HV ratio (the table's
     true objectives) reaches ``level``."""
-    order = confirmation_order(pred, flops)
+    order = confirmation_order(pred, flops, order, scorer.ref)
     pts = np.column_stack([np.asarray(pred, dtype=float), np.asarray(flops, dtype=float)])
     k = len(non_dominated_sort(pts, DIRECTIONS)[0])
     hv_front = scorer.score(order[:k])["hv_ratio"]

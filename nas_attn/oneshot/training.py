@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,16 +98,25 @@ class SupernetTraining:
 
 def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                    mode: str = "spos", *, seed: int | None = None,
+                   fixed: Mapping[int, int] | None = None,
                    callback: Callable[[SupernetEpoch], Any] | None = None) -> SupernetTraining:
     """Train ``supernet`` on ``data`` for ``cfg.epochs`` epochs of ``cfg``'s recipe, sampling
     paths by ``mode`` (:data:`MODES`); ``seed`` (default ``cfg.seed``) seeds weights' updates
-    and the path draws."""
+    and the path draws. ``fixed`` (stage -> option) holds stages at one option: a few-shot
+    sub-supernet (Zhao et al., ICML 2021, arXiv 2006.06863) trained from the supernet's
+    weights."""
     if mode not in MODES:
         raise ConfigError("oneshot.mode", mode, "unknown supernet training mode", MODES)
     device = resolve_device(cfg.device)
     seed = cfg.seed if seed is None else seed
-    counts = [len(o) for o in supernet.options]
-    result = SupernetTraining(mode, counts=[[0] * n for n in counts])
+    fixed = dict(fixed or {})
+    for s, o in fixed.items():
+        if not (0 <= s < len(supernet.options) and 0 <= o < len(supernet.options[s])):
+            raise ConfigError(f"oneshot.fixed[{s}]", o, "no such stage option",
+                              [f"{i}:{j}" for i in range(len(supernet.options))
+                               for j in range(len(supernet.options[i]))][:20])
+    counts = [1 if s in fixed else len(o) for s, o in enumerate(supernet.options)]
+    result = SupernetTraining(mode, counts=[[0] * len(o) for o in supernet.options])
     rng = random.Random(seed)
     with _runtime(cfg, device):
         model = supernet.to(device)
@@ -137,6 +146,8 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                 opt.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 for path in paths:
+                    if fixed:
+                        path = tuple(fixed.get(s, o) for s, o in enumerate(path))
                     supernet.activate_path(path)
                     loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
                     (loss / len(paths)).backward()
