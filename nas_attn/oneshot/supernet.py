@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -248,7 +249,7 @@ class Supernet(nn.Module):
         return model
 
     def num_paths(self) -> int:
-        return int(torch.tensor([len(o) for o in self.options]).prod())
+        return math.prod(len(o) for o in self.options)
 
 
 def _conv_place(space: SearchSpace, s: int, choice: ModuleChoice, n_blocks: int) -> list[str]:
