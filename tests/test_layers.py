@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train_state", "testing"),
     ("train",),
     ("space",),
-    ("latency",),
+    ("latency", "oneshot"),
     ("search",),
     ("viz",),
     ("ablation",),

@@ -1,0 +1,96 @@
+"""Summarise measure.py's JSON files into docs/one-shot.md's tables (medians over supernet seeds).
+
+The pipeline's metrics are recomputed from each run's stored predictions, for both
+confirmation orders (``acc``, ``hv``: oneshot_ranking.confirmation_order). Scoring is counted
+in stand-alone epochs by images: each architecture forwards ``calib_batches x batch`` training
+images and the validation set once; a training image costs three forwards (forward and
+backward), so one epoch is ``3 x steps x batch`` forward images.
+
+    python benchmarks/oneshot/summarize.py benchmarks/oneshot/data/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "tabular"), str(Path(__file__).parent)]
+
+from oneshot_ranking import ORDERS, kendall, pipeline_cost  # noqa: E402
+
+from attnbench.generate import TABLE_DATA, TABLE_TRAIN  # noqa: E402
+from attnbench.metrics import FrontScorer, spearman  # noqa: E402
+from attnbench.table import load_table  # noqa: E402
+
+STRICT = 0.995  # above what the cheapest architecture alone holds on either table
+
+
+def scoring_epochs(n_archs: int, calib_batches: int) -> float:
+    batch = TABLE_TRAIN["batch_size"]
+    steps = TABLE_DATA["train_size"] // batch
+    per_arch = calib_batches * batch + TABLE_DATA["val_size"]
+    return n_archs * per_arch / (3 * steps * batch)
+
+
+def main(paths: list[str]) -> None:
+    runs = []
+    for p in paths:
+        runs.extend(json.loads(Path(p).read_text())["runs"])
+    tables = {name: load_table(ROOT / "benchmarks" / "tabular" / "data" / f"{name}.npz")
+              for name in {r["table"] for r in runs}}
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in runs:
+        t = tables[r["table"]]
+        pred = np.asarray(r["pred"])
+        scorer = FrontScorer.of(t)
+        row = {k: r[k] for k in ("tau", "rho", "top10_recall", "top20_recall",
+                                 "supernet_cost_epochs", "supernet_train_s", "seed")}
+        row["scoring"] = scoring_epochs(t.n_archs, r["calib_batches"])
+        for order in ORDERS:
+            c = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], order=order)
+            row[f"{order}_conf"] = c.confirmations
+            row[f"{order}_epochs"] = c.epochs
+            row[f"{order}_k"] = c.predicted_front
+            row[f"{order}_hv_k"] = c.hv_at_front
+        strict = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], level=STRICT,
+                               max_confirm=t.n_archs, order="hv")
+        row["strict_epochs"] = strict.epochs
+        groups[r["table"], r["mode"], str(r["epochs"])].append(row)
+    print("| table | supernet | seeds | tau | rho | top-10 / top-20 recall | predicted front "
+          "(K), HV after K | confirmations to 95 % (acc / hv order) | epochs to 95 %: "
+          "training + confirmation (acc / hv) | + scoring | epochs to 99.5 % (hv) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (table, mode, epochs), rows in sorted(groups.items()):
+        def med(key: str, rows: list[dict] = rows) -> float:
+            return float(np.median([r[key] for r in rows]))
+
+        seeds = ",".join(str(r["seed"]) for r in sorted(rows, key=lambda r: r["seed"]))
+        print(f"| {table} | {mode} {epochs} (cost {med('supernet_cost_epochs'):.0f}) | {seeds} "
+              f"| {med('tau'):.2f} | {med('rho'):.2f} "
+              f"| {med('top10_recall'):.2f} / {med('top20_recall'):.2f} "
+              f"| {med('acc_k'):.0f}, {med('acc_hv_k'):.3f} "
+              f"| {med('acc_conf'):.0f} / {med('hv_conf'):.0f} "
+              f"| {med('acc_epochs'):.0f} / {med('hv_epochs'):.0f} "
+              f"| +{med('scoring'):.0f} | {med('strict_epochs'):.0f} |")
+    print()
+    for name, t in sorted(tables.items()):
+        cheap = int(np.argmin(t.flops))
+        epoch1 = np.mean([spearman(t.acc[:, s, 0], t.final_mean) for s in range(t.n_seeds)])
+        print(f"{name}: the cheapest architecture alone holds "
+              f"{FrontScorer.of(t).score([cheap])['hv_ratio']:.3f} of the true front's HV; "
+              f"ranking by FLOPs (fewer first): rho {spearman(-t.flops, t.final_mean):.3f}, "
+              f"tau {kendall(-t.flops, t.final_mean):.3f}; stand-alone accuracy after epoch 1: "
+              f"rho {epoch1:.3f}")
+    print("per run (tau, rho, epochs to 95 % acc / hv order):")
+    for key, rows in sorted(groups.items()):
+        print(" ", key, [(r["seed"], round(r["tau"], 3), round(r["rho"], 3), r["acc_epochs"],
+                          r["hv_epochs"]) for r in rows])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,224 @@
+"""Training a supernet, and scoring architectures with the weights they inherit.
+
+Sampling (pure functions over the stages' option counts, tested directly):
+
+- ``spos`` (Guo et al., arXiv 1904.00420): one path per batch, each stage's option drawn
+  uniformly from that stage's options (every option of a stage equally likely, so a plain stage
+  is drawn as often as each module-position choice; the space's ``suggest`` draws per decision).
+- ``fairnas`` (Chu et al., arXiv 1907.01845, strict fairness): ``m`` paths per step, ``m`` the
+  largest option count of a stage; stage ``s``'s column of the ``m`` paths is a random
+  permutation of its options (repeated and cut to ``m`` when it has fewer), so every option of
+  every stage is trained once per step (a stage with fewer options: ``m // n`` or ``m // n + 1``
+  times). The ``m`` paths' gradients are averaged (FairNAS sums them; the mean keeps the
+  recipe's step size) before one optimiser step.
+
+Training follows :mod:`nas_attn.train`'s recipe (optimiser, cosine schedule with warm-up,
+batch, augmentation, per-step learning rate) through its own pieces; its cost is counted in
+*path passes* (one forward and backward of one path on one batch), so ``cost_epochs`` is in
+epochs of a stand-alone network.
+
+Scoring (:func:`score`): the architecture's switches set, every BatchNorm's statistics reset and
+re-estimated on ``calib_batches`` training batches (cumulative average, no augmentation;
+Guo et al.'s recalibration), then validation accuracy; the milliseconds it took are returned.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_attn.errors import ConfigError, NonFiniteLossError
+from nas_attn.train import (
+    TrainConfig,
+    _make_optimizer,
+    _runtime,
+    evaluate,
+    lr_at,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    from nas_attn.arch import ArchSpec
+    from nas_attn.data import DatasetBundle
+    from nas_attn.oneshot.supernet import Supernet
+
+MODES = ("spos", "fairnas")
+
+
+def uniform_path(counts: Sequence[int], rng: random.Random) -> tuple[int, ...]:
+    """One SPOS path: each stage's option uniform over its ``counts[s]`` options."""
+    return tuple(rng.randrange(n) for n in counts)
+
+
+def fair_paths(counts: Sequence[int], rng: random.Random) -> list[tuple[int, ...]]:
+    """One FairNAS step's paths: ``max(counts)`` paths whose stage-``s`` column covers every
+    option of stage ``s`` (a permutation, repeated and cut for a stage with fewer options)."""
+    m = max(counts)
+    columns = []
+    for n in counts:
+        col: list[int] = []
+        while len(col) < m:
+            perm = list(range(n))
+            rng.shuffle(perm)
+            col.extend(perm)
+        columns.append(col[:m])
+    return [tuple(c[k] for c in columns) for k in range(m)]
+
+
+@dataclass
+class SupernetEpoch:
+    epoch: int
+    train_loss: float
+    path_passes: int  # cumulative
+    elapsed_s: float
+
+
+@dataclass
+class SupernetTraining:
+    mode: str
+    epochs: list[SupernetEpoch] = field(default_factory=list)
+    path_passes: int = 0
+    steps_per_epoch: int = 0
+    train_time_s: float = 0.0
+    counts: list[list[int]] = field(default_factory=list)  # times each stage option was trained
+
+    @property
+    def cost_epochs(self) -> float:
+        """The training's compute in epochs of one stand-alone network."""
+        return self.path_passes / max(self.steps_per_epoch, 1)
+
+
+def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
+                   mode: str = "spos", *, seed: int | None = None,
+                   fixed: Mapping[int, int] | None = None,
+                   callback: Callable[[SupernetEpoch], Any] | None = None) -> SupernetTraining:
+    """Train ``supernet`` on ``data`` for ``cfg.epochs`` epochs of ``cfg``'s recipe, sampling
+    paths by ``mode`` (:data:`MODES`); ``seed`` (default ``cfg.seed``) seeds weights' updates
+    and the path draws. ``fixed`` (stage -> option) holds stages at one option: a few-shot
+    sub-supernet (Zhao et al., ICML 2021, arXiv 2006.06863) trained from the supernet's
+    weights."""
+    if mode not in MODES:
+        raise ConfigError("oneshot.mode", mode, "unknown supernet training mode", MODES)
+    device = resolve_device(cfg.device)
+    seed = cfg.seed if seed is None else seed
+    fixed = dict(fixed or {})
+    for s, o in fixed.items():
+        if not (0 <= s < len(supernet.options) and 0 <= o < len(supernet.options[s])):
+            raise ConfigError(f"oneshot.fixed[{s}]", o, "no such stage option",
+                              [f"{i}:{j}" for i in range(len(supernet.options))
+                               for j in range(len(supernet.options[i]))][:20])
+    counts = [1 if s in fixed else len(o) for s, o in enumerate(supernet.options)]
+    result = SupernetTraining(mode, counts=[[0] * len(o) for o in supernet.options])
+    rng = random.Random(seed)
+    with _runtime(cfg, device):
+        model = supernet.to(device)
+        normalize = data.normalizer(device)
+        x_train, y_train = data.train
+        n = len(y_train)
+        bs = min(cfg.batch_size, n)
+        steps = n // bs
+        total, warmup = steps * cfg.epochs, round(cfg.warmup_epochs * steps)
+        result.steps_per_epoch = steps
+        opt = _make_optimizer(model, cfg)
+        gen = torch.Generator().manual_seed(seed)
+        t0 = time.perf_counter()
+        step = 0
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            loss_sum = 0.0
+            for b in range(steps):
+                idx = perm[b * bs:(b + 1) * bs]
+                xb = normalize(data.augment(x_train[idx], gen).to(device))
+                yb = y_train[idx].to(device)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, total, warmup, cfg.lr)
+                paths = ([uniform_path(counts, rng)] if mode == "spos"
+                         else fair_paths(counts, rng))
+                opt.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for path in paths:
+                    if fixed:
+                        path = tuple(fixed.get(s, o) for s, o in enumerate(path))
+                    supernet.activate_path(path)
+                    loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
+                    (loss / len(paths)).backward()
+                    step_loss += loss.item() / len(paths)
+                    for s, o in enumerate(path):
+                        result.counts[s][o] += 1
+                if not math.isfinite(step_loss):
+                    raise NonFiniteLossError(f"supernet epoch {epoch} step {b + 1}: loss is "
+                                             "not finite")
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                result.path_passes += len(paths)
+                loss_sum += step_loss
+            ep = SupernetEpoch(epoch, loss_sum / max(steps, 1), result.path_passes,
+                               time.perf_counter() - t0)
+            result.epochs.append(ep)
+            if callback is not None:
+                callback(ep)
+        result.train_time_s = time.perf_counter() - t0
+    model.eval()
+    return result
+
+
+def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average)
+    from forward passes over ``batches`` (already normalised)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for xb in batches:
+            model(xb)
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.eval()
+
+
+@dataclass(frozen=True)
+class Score:
+    val_accuracy: float
+    val_loss: float
+    ms: float  # wall milliseconds of this score (recalibration and validation)
+
+
+def calibration_batches(data: DatasetBundle, n_batches: int, batch_size: int, seed: int = 0,
+                        device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """``n_batches`` normalised training batches (a fixed draw, no augmentation)."""
+    x, _ = data.train
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=gen)
+    normalize = data.normalizer(device)
+    return [normalize(x[perm[i * batch_size:(i + 1) * batch_size]].to(device))
+            for i in range(n_batches) if i * batch_size < len(x)]
+
+
+def score(supernet: Supernet, spec: ArchSpec | Sequence[int], data: DatasetBundle,
+          calib: Sequence[torch.Tensor], eval_batch_size: int = 512,
+          device: torch.device | str = "cpu") -> Score:
+    """Validation accuracy of an architecture (a spec or a path) with inherited weights, after
+    BatchNorm recalibration on ``calib`` (:func:`calibration_batches`)."""
+    t0 = time.perf_counter()
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        supernet.activate_path(spec)
+    else:
+        supernet.activate(spec)
+    recalibrate_bn(supernet, calib)
+    acc, loss = evaluate(supernet, data.val, data.normalizer(device), eval_batch_size,
+                         torch.device(device))
+    return Score(acc, loss, (time.perf_counter() - t0) * 1000)
