@@ -114,6 +114,9 @@ def param_groups(model: nn.Module, base_lr: float, backbone_lr_mult: float,
                  loaded: LoadedWeights | None) -> list[dict[str, Any]]:
     """Optimizer groups: the backbone's trainable parameters at ``base_lr * backbone_lr_mult``,
     the new modules' at ``base_lr``; each group's ``lr_mult`` scales the schedule."""
+    if backbone_lr_mult == 1.0:  # one rate for all: no need to tell the backbone apart
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": base_lr, "lr_mult": 1.0}] if trainable else []
     new = new_parameter_names(model, loaded)
     groups: dict[bool, list[Any]] = {True: [], False: []}
     for k, p in model.named_parameters():

@@ -26,7 +26,9 @@ META = "supernet.json"
 def recipe_of(cfg: Any, mode: str, seed: int) -> dict[str, Any]:
     """What a checkpoint must agree on besides the space: the training config (threads and
     device left out: they do not change what is learned), the mode and the seed."""
-    d = dict(vars(cfg)) if not isinstance(cfg, Mapping) else dict(cfg)
+    from nas_attn.train_state import plain_config
+
+    d = plain_config(cfg) if not isinstance(cfg, Mapping) else dict(cfg)  # as JSON gives it
     for k in ("threads", "device", "eval_batch_size"):
         d.pop(k, None)
     return {**d, "mode": mode, "seed": seed}

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_attn.backbones.pretrained import make_optimizer
 from nas_attn.errors import ConfigError, NonFiniteLossError
 from nas_attn.train import (
     TrainConfig,
-    _make_optimizer,
     _runtime,
     evaluate,
     lr_at,
@@ -127,7 +127,7 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
         steps = n // bs
         total, warmup = steps * cfg.epochs, round(cfg.warmup_epochs * steps)
         result.steps_per_epoch = steps
-        opt = _make_optimizer(model, cfg)
+        opt = make_optimizer(model, cfg)
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         step = 0
