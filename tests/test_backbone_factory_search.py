@@ -1,6 +1,7 @@
 """A search over a factory backbone from pretrained weights, through the command line as a user
 runs it: search (Ray workers import the factory through the plugin shipping), the dashboard,
-export (safetensors + ONNX) and ``nas_attn.load`` of the bundle (issue 20 items 3 and 4)."""
+export (safetensors + ONNX), ``nas_attn.load`` of the bundle and a paired-seed ablation of a
+trial (issue 20 items 3 and 4)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,10 @@ def test_search_dashboard_export_and_load_of_a_pretrained_factory_backbone(tmp_p
     finally:
         del os.environ[plugins.ALLOW_ENV]
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 4)
+    # an ablation of a trial of the run: its arms train through Ray on the factory backbone
+    _run(["ablate", "run", "--trial", "0", "--design", "ofat", "-f", "stage0.attention=none,se",
+          "--seeds", "1", "--out", "abl", "--num-cpus", "2", "--allow-plugins"], tmp_path)
+    jobs = nas_attn.load_ablation(tmp_path / "abl")
+    assert len(jobs) >= 2 and set(jobs["state"]) == {"COMPLETE"}, jobs[["arm", "state"]]
+    assert jobs["val_accuracy"].between(0, 1).all()
+    assert all(json.loads(s)["backbone"] == "factory" for s in jobs["spec"])

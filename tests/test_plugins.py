@@ -55,14 +55,17 @@ search: {sampler: grid, trials: 2}
 
 @pytest.fixture(autouse=True)
 def clean_plugins(monkeypatch):
-    """Each test starts without plugins or consent and leaves none behind."""
+    """Each test starts without plugins or consent and leaves none behind; plugins that other
+    tests of the session loaded (a factory backbone's file) are set aside meanwhile."""
     monkeypatch.delenv(P.ALLOW_ENV, raising=False)
-    before = set(P._LOADED)
+    before = dict(P._LOADED)
+    P._LOADED.clear()
     path = list(sys.path)
     yield
     for plugin in P.loaded_plugins():
-        if plugin.module not in before:
-            P.unload(plugin)
+        P.unload(plugin)
+    P._LOADED.clear()
+    P._LOADED.update(before)
     P._CONSENT[0] = False
     sys.path[:] = path
 
