@@ -205,7 +205,7 @@ def _check_cuda_only(cfg: TrainConfig, device: torch.device) -> TrainConfig:
 
 
 @contextlib.contextmanager
-def _runtime(cfg: TrainConfig, device: torch.device):
+def training_runtime(cfg: TrainConfig, device: torch.device):
     """Threads, determinism and a private RNG state for the duration of training; the caller's
     settings and global RNG are restored afterwards."""
     import torch
@@ -324,7 +324,7 @@ def train_spec(
     device = resolve_device(cfg.device)
     cfg = _check_cuda_only(cfg, device)
     try:
-        with _runtime(cfg, device):
+        with training_runtime(cfg, device):
             return _train(canon, data, cfg, device, callback, evaluate_test,
                           resume_state, frozenset(int(e) for e in save_state_at), on_state)
     except torch.cuda.OutOfMemoryError as e:

@@ -39,10 +39,10 @@ from nas_attn.backbones.pretrained import make_optimizer
 from nas_attn.errors import ConfigError, NonFiniteLossError
 from nas_attn.train import (
     TrainConfig,
-    _runtime,
     evaluate,
     lr_at,
     resolve_device,
+    training_runtime,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
     counts = [1 if s in fixed else len(o) for s, o in enumerate(supernet.options)]
     result = SupernetTraining(mode, counts=[[0] * len(o) for o in supernet.options])
     rng = random.Random(seed)
-    with _runtime(cfg, device):
+    with training_runtime(cfg, device):
         model = supernet.to(device)
         normalize = data.normalizer(device)
         x_train, y_train = data.train
