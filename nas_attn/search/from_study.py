@@ -67,12 +67,11 @@ class StudyProposer:
     def __call__(self, trial: Any) -> Proposal:
         from nas_attn.arch import spec_hash
         from nas_attn.cost import profile
+        from nas_attn.space import latency_violation
 
         spec = self.space.suggest(trial)
         if self.backbone_weights is not None:  # not hashed: same architecture, same hash
             spec = dataclasses.replace(spec, backbone_weights=self.backbone_weights)
-        from nas_attn.space._constraints import latency_violation
-
         timed = self.need_latency and self.latency is None
         prof = profile(spec, input_size=self.input_size, latency=timed)
         costs = {"flops": float(prof.flops), "params": float(prof.params)}
