@@ -12,7 +12,6 @@ a cell of the spec, leaves the reason in the entry instead of a prediction.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from nas_attn.errors import ConfigError
 
 def fingerprint_id(fp: Any) -> str:
     """A short, stable name of a fingerprint (its sorted JSON's SHA-256, 12 hex digits)."""
-    blob = json.dumps(fp, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    from nas_attn.search.fingerprint import canonical_json
+
+    return hashlib.sha256(canonical_json(fp).encode()).hexdigest()[:12]
 
 
 def latency_entry(table_file: str | Path, spec: Any, onnx_path: str | Path,
