@@ -157,12 +157,15 @@ def test_records(recs):
 
 def test_describe_spec_names_module_position_and_settings():
     assert describe.describe_spec(SPECS[1]) == (
-        "tiny", "stage0: eca(k_size=auto) @ post_add", "stage1: se(rd_ratio=0.0625) @ post_bn",
+        "tiny(width=16, blocks=2)", "stage0: eca(k_size=auto) @ post_add",
+        "stage1: se(rd_ratio=0.0625) @ post_bn",
         "stage2: conv rfaconv")
     stage = {**_stage(SE), "blocks": [1], "fusion": {"type": "sda", "pool": "max"}}
     assert describe.describe_stage(2, stage) == (
         "stage2: se(rd_ratio=0.0625) @ post_bn blocks [1] · fusion sda(pool=max)")
     assert describe.describe_spec(None) == ("(no spec recorded)",)
+    wide = {**SPECS[5], "backbone_args": {"width": 8, "blocks": 1}}  # a searched backbone arg
+    assert describe.describe_spec(wide)[0] == "tiny(width=8, blocks=1)"
 
 
 def test_pareto_data(recs):
@@ -175,11 +178,11 @@ def test_pareto_data(recs):
     assert d.front == (5, 0, 1)  # by increasing cost; 2 is dominated by 1; pruned never enter
     assert d.unplaced == ()
     assert d.points[1].text == (
-        "#1 COMPLETE<br>val_accuracy 0.85 · flops 2k<br>epochs 3<br>tiny<br>"
+        "#1 COMPLETE<br>val_accuracy 0.85 · flops 2k<br>epochs 3<br>tiny(blocks=2, width=16)<br>"
         "stage0: eca(k_size=auto) @ post_add<br>stage1: se(rd_ratio=0.0625) @ post_bn<br>"
         "stage2: conv rfaconv")
     assert d.points[4].text.startswith("#4 FAIL<br>val_accuracy - · flops 2.5k<br>epochs 2<br>"
-                                       "fail: nonfinite<br>tiny<br>stage0: plain")
+                                       "fail: nonfinite<br>tiny(blocks=2, width=16)<br>stage0: plain")
 
 
 def test_pareto_counts_a_failure_without_cost(tmp_path):

@@ -81,6 +81,11 @@ def check_space(space: SearchSpace) -> None:
         raise ConfigError("space.backbone", list(space.backbones),
                           "a supernet shares one backbone's weights; build one supernet per "
                           "backbone", list(space.backbones))
+    for key, dist in space.searched_backbone_args.items():
+        raise ConfigError(f"space.backbone_args.{key}", dist.to_plain(),
+                          "a searched backbone argument changes every stage's channels or "
+                          "blocks, which one supernet cannot share; fix it to one value",
+                          dist.to_plain())
     if space.tie_stages:
         raise ConfigError("space.tie_stages", True, "the supernet trains stages independently "
                           "(one choice per stage per path); untie the stages", [False])

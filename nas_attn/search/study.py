@@ -283,6 +283,10 @@ def _backbone_weights(raw: Any, base_dir: Path, space: Any) -> str | None:
         raise ConfigError("backbone_weights", raw, "expected the path of a weights file "
                           "(.safetensors, or a torch state dict)")
     path = resolve_path(raw, base_dir)
+    for key, dist in space.searched_backbone_args.items():
+        raise ConfigError("backbone_weights", raw, "pretrained weights fit one layout of the "
+                          f"backbone; the space searches backbone_args.{key} over "
+                          f"{dist.to_plain()}: fix it to the weights' value")
     for backbone in space.backbones:
         build_model({"backbone": backbone, "backbone_args": dict(space.backbone_args),
                      "num_classes": space.num_classes, "in_chans": space.in_chans,

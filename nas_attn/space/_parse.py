@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_attn.errors import ConfigError
+from nas_attn.space._backbone_args import parse_backbone_args
 from nas_attn.space._constraints import (
     CONSTRAINT_KEYS,
     LATENCY_KEY,
@@ -58,18 +59,18 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     if not name and source:
         name = Path(source).stem
     backbones = _backbones(data.get("backbone"))
-    bargs = data.get("backbone_args") or {}
-    if not isinstance(bargs, Mapping):
-        raise ConfigError("backbone_args", bargs, "expected a mapping of fixed values")
-    layouts = []
+    bargs = parse_backbone_args(data.get("backbone_args"), backbones)
+    layouts, laid_out = [], []  # one layout per backbone and combination of searched arguments
     for b in backbones:
         entry = get_backbone(b)
-        layouts.append(entry.layout(entry.validate_args(bargs)))
+        for args in bargs.combinations():
+            layouts.append(entry.layout(entry.validate_args(args)))
+            laid_out.append(b)
     n_stages = {len(lay) for lay in layouts}
     if len(n_stages) != 1:
         raise ConfigError("backbone", list(backbones),
                           "the listed backbones must have the same number of stages; counts: "
-                          + ", ".join(f"{b} {len(lay)}" for b, lay in zip(backbones, layouts,
+                          + ", ".join(f"{b} {len(lay)}" for b, lay in zip(laid_out, layouts,
                                                                           strict=True)))
     n = n_stages.pop()
     # blocks per stage: the smallest over the backbones (an index must exist in every one)
@@ -82,7 +83,7 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     stages = tuple(
         _stage(raw, field, block_counts[i], positions) for i, (raw, field) in enumerate(raw_stages)
     )
-    _check_plugin_shapes(backbones, layouts, stages)
+    _check_plugin_shapes(laid_out, layouts, stages)
     tie = data.get("tie_stages", False)
     if not isinstance(tie, bool):
         raise ConfigError("tie_stages", tie, "expected a boolean", [True, False])
@@ -92,7 +93,8 @@ def parse_space(data: Any, source: str = "") -> SearchSpace:
     return SearchSpace(
         backbones=backbones,
         stages=stages,
-        backbone_args=dict(bargs),
+        backbone_args=dict(bargs.fixed),
+        searched_backbone_args=dict(bargs.searched),
         num_classes=num_classes,
         in_chans=in_chans,
         input_size=input_size,

@@ -6,6 +6,7 @@ Optuna trial records, the points :meth:`SearchSpace.enumerate` yields and the co
 (stages counted from 0, as in the spec's ``stages[i]``)::
 
     backbone                      only when the space lists several backbones
+    backbone_args.{name}          only for an argument the space searches (``width: [8, 16]``)
     stage{i}.attention            module name or "none"
     stage{i}.{module}.{hparam}    only when that module is chosen
     stage{i}.position             only when the stage has attention
@@ -97,7 +98,7 @@ class SearchSpace:
 
     backbones: tuple[str, ...]
     stages: tuple[StageSpace, ...]
-    backbone_args: Mapping[str, Any] = field(default_factory=dict)
+    backbone_args: Mapping[str, Any] = field(default_factory=dict)  # the fixed ones
     num_classes: int = 10
     in_chans: int = 3
     input_size: tuple[int, int, int] | None = None
@@ -105,6 +106,7 @@ class SearchSpace:
     name: str = ""
     description: str = ""
     tie_stages: bool = False  # one set of decisions (named all_stages.*) shared by every stage
+    searched_backbone_args: Mapping[str, Dist] = field(default_factory=dict)  # name -> values
 
     # -- construction -------------------------------------------------------------------------
     def with_data(self, num_classes: int | None = None, in_chans: int | None = None,
@@ -124,7 +126,8 @@ class SearchSpace:
             "name": self.name,
             "description": self.description,
             "backbone": self.backbones[0] if len(self.backbones) == 1 else list(self.backbones),
-            "backbone_args": dict(self.backbone_args),
+            "backbone_args": {**self.backbone_args,
+                              **{k: d.to_plain() for k, d in self.searched_backbone_args.items()}},
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
             "input_size": list(self.input_size) if self.input_size else None,
@@ -167,6 +170,9 @@ class SearchSpace:
             return chosen, hp
 
         backbone = choose("backbone", Choice.of(list(self.backbones)))
+        args = dict(self.backbone_args)
+        for k, d in self.searched_backbone_args.items():
+            args[k] = choose(f"backbone_args.{k}", d)
         stages: list[dict[str, Any]] = []
         for i, st in enumerate(self.stages):
             if self.tie_stages and stages:
@@ -188,7 +194,7 @@ class SearchSpace:
             stages.append(entry)
         return {
             "backbone": backbone,
-            "backbone_args": dict(self.backbone_args),
+            "backbone_args": args,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
             "stages": stages,
@@ -239,9 +245,10 @@ class SearchSpace:
     def size(self) -> float:
         """Number of distinct parameter assignments (an int; ``math.inf`` when a float range has
         no step). Impossible combinations count: the dry run reports how many there are."""
+        n = len(self.backbones) * math.prod(d.size for d in self.searched_backbone_args.values())
         if self.tie_stages:
-            return len(self.backbones) * self.stages[0].size()
-        return len(self.backbones) * math.prod(s.size() for s in self.stages)
+            return n * self.stages[0].size()
+        return n * math.prod(s.size() for s in self.stages)
 
     def distributions(self) -> dict[str, Dist]:
         """Every decision any branch can ask for (fixed ones left out), by Optuna name."""
@@ -258,6 +265,8 @@ class SearchSpace:
                     add(f"{prefix}.{m}.{k}", d)
 
         add("backbone", Choice.of(list(self.backbones)))
+        for k, d in self.searched_backbone_args.items():
+            add(f"backbone_args.{k}", d)
         for i, st in enumerate(self.stages[:1] if self.tie_stages else self.stages):
             p = TIED_PREFIX if self.tie_stages else f"stage{i}"
             module(p, st.attention, "attention")

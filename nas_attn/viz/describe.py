@@ -61,7 +61,9 @@ def describe_stage(i: int, stage: Mapping[str, Any]) -> str:
 def describe_spec(spec: Mapping[str, Any] | None) -> tuple[str, ...]:
     if not spec:
         return ("(no spec recorded)",)
-    head = str(spec.get("backbone", "?"))
+    args = spec.get("backbone_args") or {}
+    head = _module({"type": str(spec.get("backbone", "?")), **args} if isinstance(args, Mapping)
+                   else spec.get("backbone", "?"))  # tiny(blocks=1, width=8)
     return (head, *(describe_stage(i, s) for i, s in enumerate(spec.get("stages") or [])))
 
 
