@@ -203,7 +203,7 @@ def _study(tmp_path: Path, table: Path, **latency) -> Path:
     import yaml
 
     data = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
-    data["space"] = str(ROOT / "search_spaces" / "quickstart.yaml")
+    data["space"] = str(ROOT / "search_spaces" / "quickstart_attention.yaml")
     data["data"].update(train_size=300, val_size=200, test_size=100)
     data["train"]["epochs"] = 2
     data["early_stopping"] = {"enabled": False}
@@ -236,14 +236,15 @@ def test_the_study_latency_section_is_checked(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_search_reads_latency_from_a_table_it_never_times(tmp_path):
-    """The quickstart space with a latency_ms objective and a table built here (onnxruntime, as
-    a user would): every trial's latency_ms is the table's prediction for its spec."""
+    """The quickstart's attention space (one network size) with a latency_ms objective and a
+    table built here (onnxruntime, as a user would): every trial's latency_ms is the table's
+    prediction for its spec."""
     import nas_attn
     from nas_attn.search.study import load_space_or_study
 
     table = tmp_path / "qs.json"
     study = _study(tmp_path, table)
-    space = load_space_or_study(ROOT / "search_spaces" / "quickstart.yaml")
+    space = load_space_or_study(ROOT / "search_spaces" / "quickstart_attention.yaml")
     build_table(space, table, runtime="onnxruntime", warmup=0, repeats=1, calibrate=2,
                 input_size=(3, 16, 16))
     t = load_table(table)

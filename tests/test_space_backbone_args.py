@@ -139,3 +139,21 @@ def test_backbone_weights_refuse_a_searched_arg(tmp_path):
         load_study(study)
     assert "backbone_weights" in e.value.field and "backbone_args.width" in str(e.value)
 
+
+
+
+def test_shipped_quickstart_spans_the_cost_axis_by_width_and_depth():
+    import random
+
+    from nas_attn.space import load_space
+
+    s = load_space("search_spaces/quickstart.yaml")
+    assert {k: d.size for k, d in s.searched_backbone_args.items()} == {"width": 2, "blocks": 2}
+    assert "ela" not in s.stages[0].attention and all("ela" in st.attention for st in s.stages[1:])
+    rng = random.Random(0)
+    points = [s.point(s.sample_params(rng)) for _ in range(200)]
+    assert all(p.spec is not None for p in points), [p.error for p in points if p.error][:1]
+    flops = [profile(p.spec, input_size=(3, 16, 16)).flops for p in points]
+    assert max(flops) > 5 * min(flops)  # capacity spans the FLOPs axis; attention alone: 1.14x
+    assert max(flops) <= s.constraints.network.max_flops  # the limit refuses nothing
+    assert load_space("search_spaces/quickstart_attention.yaml").searched_backbone_args == {}

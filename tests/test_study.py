@@ -51,6 +51,10 @@ def test_expected_shipped_studies_exist():
 def test_quickstart_is_small():
     s = load_study(ROOT / "studies/quickstart.yaml")
     assert s.space.backbones == ("tiny",)
+    # capacity is searched, so the front spans the FLOPs axis (docs/benchmarks.md, item 8)
+    assert {k: d.size for k, d in s.space.searched_backbone_args.items()} == {"width": 2,
+                                                                              "blocks": 2}
+    assert s.space.constraints.network.max_flops >= 7.78e6  # refuses no network of the space
     assert s.data.name == "cluttered-digits"
     assert s.search.trials == 24 and s.train.epochs <= 8
     assert s.space.input_size == (3, s.data.image_size, s.data.image_size)
