@@ -60,7 +60,7 @@ def test_picks_are_the_predicted_front_ends_first_then_the_next_layer():
     front = pick_confirmations(preds, MAX_MIN, None)
     # the ends (infinite crowding distance), then c (1.53: 0.75 + 0.78) before e (1.06)
     assert [p.spec_hash for p in front] == ["a", "b", "c", "e"]
-    assert [p.number for p in front][0] == 0  # the first trial of a duplicate
+    assert front[0].number == 0  # the first trial of a duplicate
     assert [p.spec_hash for p in pick_confirmations(preds, MAX_MIN, 2)] == ["a", "b"]
     five = pick_confirmations(preds, MAX_MIN, 5)
     assert [p.spec_hash for p in five] == ["a", "b", "c", "e", "d"]  # filled from layer 2
