@@ -257,8 +257,46 @@ def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monk
         assert t.user_attrs["predicted_flops"] == t.values[1]
         assert predicted.trials[t.user_attrs["predicted_number"]].params == t.params
     assert set(r.front()["number"]) <= {t.number for t in trials} and len(r.front()) >= 1
+    from nas_attn.viz.dashboard import ONESHOT_ID, build, figures
+
+    board = build(r.study, dict(r.info))
+    assert board.oneshot.numbers == tuple(sorted(t.number for t in trials))
+    assert ONESHOT_ID in figures(board)
 
     s = runner.resume_run(run, quiet=True, num_cpus=2)
     assert s.status == "finished" and s.finished == 2
     assert len(optuna.load_study(study_name="tiny-oneshot", storage=storage).trials) == 2
     assert ckpt.stat().st_mtime_ns == stamp
+
+
+# -- the dashboard's view ---------------------------------------------------------------------
+
+
+def _study_with(rows):
+    import optuna
+
+    study = optuna.create_study(directions=MAX_MIN)
+    study.set_user_attr("objectives", ["val_accuracy", "flops"])
+    for pred, conf in rows:
+        t = study.ask()
+        if pred is not None:
+            t.set_user_attr("predicted_val_accuracy", pred)
+        study.tell(t, [conf, 1.0])
+    return study
+
+
+def test_predicted_vs_confirmed_data_and_rank_correlations():
+    from nas_attn.viz.oneshot_view import predicted_figure, predicted_vs_confirmed
+
+    d = predicted_vs_confirmed(_study_with([(0.5, 0.6), (0.4, 0.7), (0.3, 0.2), (None, 0.9)]))
+    assert d.numbers == (0, 1, 2) and d.predicted == (0.5, 0.4, 0.3)
+    assert d.confirmed == (0.6, 0.7, 0.2)
+    # ranks (3, 2, 1) vs (2, 3, 1): rho = 1 - 6 * 2 / (3 * 8) = 0.5; tau = (2 - 1) / 3
+    assert d.spearman == pytest.approx(0.5) and d.kendall == pytest.approx(1 / 3)
+    assert "rho 0.500" in d.caption() and "tau 0.333" in d.caption()
+    fig = predicted_figure(d)
+    trials = [t for t in fig.data if t.meta == "trials"]
+    assert len(trials) == 1 and list(trials[0].x) == [0.5, 0.4, 0.3]
+    one = predicted_vs_confirmed(_study_with([(0.5, 0.6)]))
+    assert one.spearman is None and one.kendall is None and "n/a" in one.caption()
+    assert predicted_vs_confirmed(_study_with([(None, 0.6)])) is None  # not a one-shot run
