@@ -130,6 +130,23 @@ def test_a_space_the_supernet_cannot_hold_is_refused_before_anything(tmp_path, o
     assert list(tmp_path.iterdir()) == [path]  # nothing written
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("change", "fields"), [
+    ({"oneshot": {"mode": "darts"}}, ("oneshot.mode", "darts", "fairnas")),
+    ({"space_fusion": True}, ("stages[0].fusion", "sda")),
+])
+def test_the_cli_refuses_bad_one_shot_input_with_exit_2(tmp_path, change, fields):
+    from cli_helpers import assert_refused
+
+    data = copy.deepcopy(STUDY)
+    if change.pop("space_fusion", False):
+        data["space"]["stages"]["default"]["fusion"] = ["none", "sda"]
+        del data["evaluator"], data["oneshot"]  # a normal study, refused by --one-shot
+    data.update(change)
+    _write(tmp_path, data)
+    assert_refused(["search", "study.yaml", "--one-shot", "--out", "run"], tmp_path, *fields)
+
+
 def test_one_shot_flag_sets_the_evaluator_with_default_settings(tmp_path):
     from nas_attn.search.from_study import setup_from_study_file
 
@@ -218,14 +235,20 @@ def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monk
     """Phases 1-2 run, phase 3 is cut short (Ctrl-C as the confirmation segment starts); a
     resume confirms without retraining the supernet or rescoring; a second resume does
     nothing new. The run's front is the confirmed trials, which carry their predictions."""
-    import optuna
-
-    import nas_attn
-    from nas_attn.search import runner
+    from nas_attn.search import execution as ex
     from nas_attn.search.from_study import setup_from_study_file
 
     run = tmp_path / "run"
     setup = setup_from_study_file(_write(tmp_path, STUDY))
+    with ex.ray_runtime(None, 2):  # one runtime for every phase and resume (saves starts)
+        _interrupt_resume_resume(run, setup, monkeypatch)
+
+
+def _interrupt_resume_resume(run: Path, setup, monkeypatch) -> None:
+    import optuna
+
+    import nas_attn
+    from nas_attn.search import runner
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
