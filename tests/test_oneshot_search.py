@@ -79,6 +79,21 @@ def test_still_to_confirm_keeps_the_order_of_the_picks():
     assert still_to_confirm(picks, {"a", "b", "c"}) == []
 
 
+def test_an_owned_trial_with_fixed_parameters_suggests_them():
+    """How a confirmation becomes a trial of the run's study (what enqueue_trial fixes)."""
+    import optuna
+
+    from nas_attn.search.ownership import ask_owned
+
+    study = optuna.create_study()
+    t = ask_owned(study, "r1", fixed_params={"stage0.attention": "se", "k": 3})
+    assert t.suggest_categorical("stage0.attention", ["none", "se"]) == "se"
+    assert t.suggest_int("k", 1, 5) == 3 and t.user_attrs["run_id"] == "r1"
+    free = ask_owned(study, "r1")
+    assert free.suggest_int("k", 1, 5) in range(1, 6)
+    assert "fixed_params" not in study.trials[1].system_attrs
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 
