@@ -3,7 +3,7 @@
 ::
 
     evaluator: supernet           # or `nas-attn search STUDY --one-shot`
-    oneshot: {mode: spos, epochs: 20, proposals: 1000, confirm: null, seeds: 1,
+    oneshot: {mode: spos, epochs: 20, proposals: 300, confirm: null, seeds: 1,
               calibration_batches: 4}
 
 - ``mode``: how the supernet is trained (``spos`` or ``fairnas``, docs/one-shot.md);
@@ -38,7 +38,7 @@ CONFIRM_CAP = 10  # the default K: the predicted front's size, at most this many
 class OneShotSettings:
     mode: str = "spos"
     epochs: int = 20
-    proposals: int = 1000
+    proposals: int = 300  # measured: 1-3 s each on the busy 2-core machine (one-shot.md)
     confirm: int | None = None
     seeds: int = 1
     calibration_batches: int = 4
