@@ -14,6 +14,8 @@
     early_stopping: {enabled: true, eta: 3, grace_epochs: 1}
     search: {trials: 24, sampler: tpe, seed: 0, max_concurrent: 2, cpus_per_trial: 1,
              gpus_per_trial: 0}
+    evaluator: supernet                       # optional: one-shot search (docs/one-shot.md)
+    oneshot: {mode: spos, epochs: 20}         # search.oneshot_plan.OneShotSettings
 
 :func:`load_study` returns a frozen :class:`StudyConfig`; every mistake is a ConfigError naming the
 field (and the file). ``resolved()`` is the plain dict with every default written out (the runner
