@@ -334,3 +334,48 @@ def test_predicted_vs_confirmed_data_and_rank_correlations():
     one = predicted_vs_confirmed(_study_with([(0.5, 0.6)]))
     assert one.spearman is None and one.kendall is None and "n/a" in one.caption()
     assert predicted_vs_confirmed(_study_with([(None, 0.6)])) is None  # not a one-shot run
+
+
+def test_the_supernet_phase_trains_once_reuses_a_finished_checkpoint_refuses_another(
+        tmp_path, monkeypatch):
+    """Phase 1's decisions, without Ray (its trial replaced by writing an untrained
+    supernet's checkpoint): no checkpoint or an unfinished one (no JSON) -> trained; a finished
+    one -> reused; one of another recipe -> refused naming the difference."""
+    from nas_attn.oneshot import build_supernet, save_supernet
+    from nas_attn.oneshot.checkpoint import META, WEIGHTS
+    from nas_attn.search import oneshot_run
+    from nas_attn.search import storage as st
+    from nas_attn.search.from_study import setup_from_study_file
+    from nas_attn.search.runner import open_study
+
+    data = copy.deepcopy(STUDY)
+    data["oneshot"]["proposals"] = 2
+    setup = setup_from_study_file(_write(tmp_path, data))
+    study = open_study(st.open_storage(f"sqlite:///{tmp_path / 'study.db'}"), setup, None)
+    trained = []
+
+    def fake_train(setup_, ctx_, folder, rec):
+        trained.append(dict(rec))
+        folder.mkdir(parents=True, exist_ok=True)
+        save_supernet(build_supernet(setup_.propose.space), folder, rec)
+
+    monkeypatch.setattr(oneshot_run, "train_phase", fake_train)
+    ctx = _Ctx(tmp_path)
+    ctx.info["seed"] = 0
+    (tmp_path / "run.json").write_text("{}")
+    folder = tmp_path / oneshot_run.SUPERNET_DIR
+    folder.mkdir()
+    (folder / WEIGHTS).write_bytes(b"half-written")  # an unfinished checkpoint: no JSON
+    _, fixed = oneshot_run.prepare_confirmation(setup, study, ctx)
+    assert len(trained) == 1 and trained[0]["epochs"] == 1 and trained[0]["mode"] == "spos"
+    assert ctx.info["oneshot"]["phase"] == "confirm" and ctx.info["requested_trials"] == 2
+    assert fixed() is not None and fixed() is not None and fixed() is None  # the two picks
+    oneshot_run.prepare_confirmation(setup, study, ctx)
+    assert len(trained) == 1  # the finished checkpoint was reused
+    meta = json.loads((folder / META).read_text())
+    meta["recipe"]["epochs"] = 5
+    (folder / META).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError) as e:
+        oneshot_run.prepare_confirmation(setup, study, ctx)
+    assert e.value.field == "checkpoint.recipe.epochs" and e.value.value == 5
+    assert list(e.value.choices) == [1]
