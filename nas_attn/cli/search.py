@@ -99,6 +99,9 @@ def search_cmd(
     gpu_memory_gb: Annotated[float | None, typer.Option(
         "--gpu-memory-gb", help="memory of one GPU for packing trials (default: the first "
         "CUDA device's)")] = None,
+    one_shot: Annotated[bool, typer.Option(
+        "--one-shot", help="search with a weight-sharing supernet, then confirm the predicted "
+        "front by training it (the study's `evaluator: supernet`; docs/one-shot.md)")] = False,
     quiet: Quiet = False,
     plugin: PluginRefs = None,
     allow_plugins: AllowPlugins = False,
@@ -112,7 +115,7 @@ def search_cmd(
                  "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                  "max_concurrent": max_concurrent, "startup_trials": startup_trials,
                  "learn_from_pruned": learn_from_pruned, "gpu_memory_gb": gpu_memory_gb}
-    setup = setup_from_study_file(study, overrides)
+    setup = setup_from_study_file(study, overrides, one_shot=one_shot)
     s = run_search(setup, out=out, storage_url=storage, address=address, quiet=quiet,
                    num_cpus=num_cpus, console=err_console, num_gpus=num_gpus)
     _summary(s, quiet)

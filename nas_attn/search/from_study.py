@@ -117,7 +117,8 @@ def setup_from_study(study: Any, overrides: Mapping[str, Any] | None = None,
                            "keep_checkpoints": study.search.keep_checkpoints},
         fingerprint=fingerprint, source={"kind": "study", "path": path},
         options=options, early_stopping=_halving_fields(study.early_stopping),
-        resolved=resolved, grid=grid, hv_reference=space_limits(study.space))
+        resolved=resolved, grid=grid, hv_reference=space_limits(study.space),
+        oneshot=study.oneshot.to_dict() if study.oneshot is not None else None)
 
 
 def space_limits(space: Any) -> dict[str, float]:
@@ -144,7 +145,9 @@ def _halving_fields(es: Any) -> dict[str, Any]:
 
 
 def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | SearchOptions
-                          | None = None) -> SearchSetup:
+                          | None = None, one_shot: bool = False) -> SearchSetup:
+    """``one_shot``: ``--one-shot``, the study searched with the supernet (its space checked
+    before anything starts)."""
     from nas_attn.yamlio import load_yaml
 
     if isinstance(overrides, SearchOptions):
@@ -152,6 +155,9 @@ def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | Searc
     path = Path(path)
     raw = load_yaml(path)
     if isinstance(raw, Mapping) and "synthetic" in raw:
+        if one_shot:
+            raise ConfigError("--one-shot", True, "a synthetic study has no space for a "
+                              "supernet", ["a study with a space"])
         return _synthetic_from_mapping(raw, overrides or {}, path)
     if isinstance(raw, Mapping) and "space_hash" in raw and "source" in raw:
         from nas_attn.search.study import parse_study  # a resolved study.yaml from a run folder
@@ -161,10 +167,12 @@ def setup_from_study_file(path: str | Path, overrides: Mapping[str, Any] | Searc
         es = dict(raw.get("early_stopping") or {})
         es.pop("rungs", None)
         raw["early_stopping"] = es
-        return setup_from_study(parse_study(raw, path.parent, str(path)), overrides, str(path))
-    from nas_attn.search.study import load_study
+        study = parse_study(raw, path.parent, str(path))
+        return setup_from_study(study, overrides, str(path))
+    from nas_attn.search.study import load_study, with_oneshot
 
-    return setup_from_study(load_study(path), overrides, str(path))
+    study = load_study(path)
+    return setup_from_study(with_oneshot(study) if one_shot else study, overrides, str(path))
 
 
 def _synthetic_from_mapping(raw: Mapping[str, Any], overrides: Mapping[str, Any],

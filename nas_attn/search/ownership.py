@@ -27,14 +27,19 @@ from typing import Any
 RUN_ID = "run_id"
 
 
-def ask_owned(study: Any, run_id: str, attrs: Mapping[str, Any] | None = None) -> Any:
+def ask_owned(study: Any, run_id: str, attrs: Mapping[str, Any] | None = None,
+              fixed_params: Mapping[str, Any] | None = None) -> Any:
     """``study.ask()`` for the driver of ``run_id``: a new RUNNING trial whose user attrs
-    (``run_id`` and ``attrs``) are written in the same transaction as the trial."""
+    (``run_id`` and ``attrs``) are written in the same transaction as the trial.
+    ``fixed_params``: the values its ``suggest_*`` calls return (what ``enqueue_trial`` fixes;
+    the one-shot pipeline's confirmations)."""
     import optuna
     from optuna.trial import TrialState, create_trial
 
     template = create_trial(state=TrialState.RUNNING,
-                            user_attrs={**dict(attrs or {}), RUN_ID: run_id})
+                            user_attrs={**dict(attrs or {}), RUN_ID: run_id},
+                            system_attrs={"fixed_params": dict(fixed_params)}
+                            if fixed_params else None)
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     study._thread_local.cached_all_trials = None  # as Study.ask: the sampler sees the new trial
     return optuna.Trial(study, trial_id)

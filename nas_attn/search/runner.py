@@ -209,7 +209,9 @@ def _resources(options: SearchOptions) -> ex.TrialResources:
 
 def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target: int,
              progress: Any, shared: bool = False,
-             info: dict[str, Any] | None = None) -> tuple[Any, bool]:
+             info: dict[str, Any] | None = None,
+             fixed_params: Callable[[], Mapping[str, Any] | None] | None = None
+             ) -> tuple[Any, bool]:
     """One Tuner over ``target`` more trials. Returns (searcher, interrupted)."""
     from nas_attn.search.gpu_packing import guard, share_of
     from nas_attn.search.searcher import AskTellSearcher
@@ -223,7 +225,8 @@ def _execute(setup: SearchSetup, study: Any, run_dir: Path, run_id: str, target:
     searcher = AskTellSearcher(study, propose, setup.objectives, setup.epochs, target,
                                run_id, on_event=progress.event if progress else None,
                                promote=promote,
-                               done_table=lambda seen: SharedDone(study, seen, shared))
+                               done_table=lambda seen: SharedDone(study, seen, shared),
+                               fixed_params=fixed_params)
     keep = setup.evaluate_settings.get("keep_checkpoints", True)
     share = {"cpus_per_trial": opts.cpus_per_trial, "gpus_per_trial": opts.gpus_per_trial}
     settings = {"evaluator": setup.evaluator, "epochs": setup.epochs,
@@ -330,21 +333,30 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     from nas_attn.search.results import write_trials_table
 
     run_id = info["run_id"]
-    orphans = reconcile(study, run_id)
-    already = counted(study, run_id)
-    target = max(0, int(info["requested_trials"]) - already)
-    # a new sampler seed per segment: a resumed segment must not replay earlier proposals
     shared = not info.get("storage_in_run_dir", False)
-    seed = segment_seed(int(info["seed"]), len(study.trials), run_id, shared)
-    study.sampler = _sampler(setup, seed)
-    progress = Progress(study, setup, int(info["requested_trials"]), already, quiet, console,
-                        orphans)
+    progress = None
     interrupted, stop_reason, error = False, None, None
     try:
+        fixed_params = None
+        if setup.oneshot is not None:  # train the supernet, search against it, then confirm
+            from nas_attn.search.oneshot_run import OneShotContext, prepare_confirmation
+
+            ctx = OneShotContext(run_dir, info, address, num_cpus, num_gpus, quiet, console,
+                                 lambda n: _sampler(setup, segment_seed(
+                                     int(info["seed"]), n, run_id, shared)))
+            setup, fixed_params = prepare_confirmation(setup, study, ctx)  # sets K in info
+        orphans = reconcile(study, run_id)
+        already = counted(study, run_id)
+        target = max(0, int(info["requested_trials"]) - already)
+        # a new sampler seed per segment: a resumed segment must not replay earlier proposals
+        seed = segment_seed(int(info["seed"]), len(study.trials), run_id, shared)
+        study.sampler = _sampler(setup, seed)
+        progress = Progress(study, setup, int(info["requested_trials"]), already, quiet,
+                            console, orphans)
         if target > 0:
             with ex.ray_runtime(address, num_cpus, num_gpus), progress:
                 searcher, interrupted = _execute(setup, study, run_dir, run_id, target,
-                                                 progress, shared, info)
+                                                 progress, shared, info, fixed_params)
             stop_reason = searcher.stop_reason
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (Ray's handler: SystemExit)
         interrupted = True

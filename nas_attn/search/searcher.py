@@ -158,8 +158,10 @@ class AskTellSearcher(TrialBookkeeping):
                  epochs: int, target: int, run_id: str,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None,
                  promote: bool = False,
-                 done_table: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 done_table: Callable[[dict[str, Any]], Any] | None = None,
+                 fixed_params: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
         super().__init__(on_event)
+        self.fixed_params = fixed_params  # the next trial's fixed parameters (or None)
         self.promote = promote
         self.study = study
         self.propose = propose
@@ -195,7 +197,8 @@ class AskTellSearcher(TrialBookkeeping):
             if self.issued >= self.target:
                 # parked duplicates may still need training (their original may fail): wait
                 return None if self._parked else Searcher.FINISHED
-            trial = ask_owned(self.study, self.run_id)
+            fixed = self.fixed_params() if self.fixed_params is not None else None
+            trial = ask_owned(self.study, self.run_id, fixed_params=fixed)
             try:
                 proposal = self.propose(trial)
             except Exception as e:  # an invalid spec from the space: record, never crash Ray

@@ -77,6 +77,8 @@ class SearchSetup:
     grid: Mapping[str, list[Any]] | None = None  # for the grid sampler
     # fixed hypervolume reference per cost objective (the space's limits), see progress.py
     hv_reference: Mapping[str, float] = field(default_factory=dict)
+    # `evaluator: supernet` (search.oneshot_plan.OneShotSettings as a dict), else None
+    oneshot: Mapping[str, Any] | None = None
 
     @property
     def directions(self) -> list[str]:

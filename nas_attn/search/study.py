@@ -14,6 +14,8 @@
     early_stopping: {enabled: true, eta: 3, grace_epochs: 1}
     search: {trials: 24, sampler: tpe, seed: 0, max_concurrent: 2, cpus_per_trial: 1,
              gpus_per_trial: 0}
+    evaluator: supernet                       # optional: one-shot search (docs/one-shot.md)
+    oneshot: {mode: spos, epochs: 20}         # search.oneshot_plan.OneShotSettings
 
 :func:`load_study` returns a frozen :class:`StudyConfig`; every mistake is a ConfigError naming the
 field (and the file). ``resolved()`` is the plain dict with every default written out (the runner
@@ -40,12 +42,13 @@ from nas_attn.objectives import (
     Objective,
 )
 from nas_attn.plugins import consented, fingerprint_entry, is_file_ref, load_plugins, loaded_plugins
+from nas_attn.search.oneshot_plan import parse_oneshot
 from nas_attn.search.pruning import check_rule, rung_epochs
 from nas_attn.search.samplers import SAMPLERS, check_learn_from_pruned, check_startup_trials
 from nas_attn.train_state import plain_config
 
 STUDY_KEYS = ("name", "description", "plugins", "space", "backbone_weights", "data", "train",
-              "objectives", "early_stopping", "search", "latency")
+              "objectives", "early_stopping", "search", "latency", "evaluator", "oneshot")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -145,6 +148,7 @@ class StudyConfig:
     latency: LatencySettings | None = None  # a latency table for the latency_ms objective
     plugins: tuple[Any, ...] = ()  # nas_attn.plugins.Plugin: the study's and the command's
     backbone_weights: str | None = None  # pretrained backbone weights every trial loads
+    oneshot: Any = None  # search.oneshot_plan.OneShotSettings: `evaluator: supernet`
 
     @property
     def directions(self) -> list[str]:
@@ -171,6 +175,8 @@ class StudyConfig:
             **({"latency": self.latency.to_dict()} if self.latency else {}),
             **({"plugins": [plugin_ref(p) for p in self.plugins]} if self.plugins else {}),
             **({"backbone_weights": self.backbone_weights} if self.backbone_weights else {}),
+            **({"evaluator": "supernet", "oneshot": self.oneshot.to_dict()}
+               if self.oneshot else {}),
         }
 
     def fingerprint_dict(self) -> dict[str, Any]:
@@ -186,6 +192,7 @@ class StudyConfig:
             **({"plugins": fingerprint_entry(self.plugins)} if self.plugins else {}),
             **({"backbone_weights_sha256": _sha256(self.backbone_weights)}
                if self.backbone_weights else {}),
+            **({"oneshot": self.oneshot.to_dict()} if self.oneshot else {}),
         }
 
 
@@ -262,13 +269,33 @@ def parse_study(data: Any, base_dir: str | Path = ".", source: str = "") -> Stud
         raise ConfigError("space.constraints.max_latency_ms", budget, "a latency budget is "
                           "checked with a latency table: add `latency: {table: FILE}` to the "
                           "study (build one with `nas-attn latency build`)", ["latency.table"])
+    oneshot = parse_oneshot(data.get("evaluator", "train"), data.get("oneshot"))
+    if oneshot is not None:
+        check_supernet_space(space)
     return StudyConfig(
-        name=name, space=space, data=dcfg, train=tcfg,
+        name=name, space=space, data=dcfg, train=tcfg, oneshot=oneshot,
         objectives=_objectives(data.get("objectives")), early_stopping=es, search=search,
         description=description, source=source, space_source=space_source, latency=latency,
         plugins=tuple(loaded_plugins()),
         backbone_weights=_backbone_weights(data.get("backbone_weights"), Path(base_dir), space),
     )
+
+
+def check_supernet_space(space: Any) -> None:
+    """Refuse, before anything starts, a space the supernet cannot hold (naming the stage and
+    the choice: :func:`nas_attn.oneshot.check_space`)."""
+    from nas_attn.oneshot import check_space
+
+    check_space(space)
+
+
+def with_oneshot(study: StudyConfig) -> StudyConfig:
+    """``--one-shot``: the study with ``evaluator: supernet`` (its own ``oneshot`` settings,
+    else the defaults), its space checked first."""
+    from nas_attn.search.oneshot_plan import OneShotSettings
+
+    check_supernet_space(study.space)
+    return dataclasses.replace(study, oneshot=study.oneshot or OneShotSettings())
 
 
 def _backbone_weights(raw: Any, base_dir: Path, space: Any) -> str | None:

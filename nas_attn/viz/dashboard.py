@@ -23,6 +23,7 @@ from nas_attn.viz.meta import RunMeta, run_meta
 
 FIGURE_IDS = ("pareto", "hypervolume", "attribution", "parallel", "curves")
 OTHER_ID = "pareto_other"  # present when the trials record a second cost (cost_views)
+ONESHOT_ID = "oneshot"  # present for a one-shot run: predicted vs confirmed (oneshot_view)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Dashboard:
     parallel: vd.ParallelData
     curves: tuple[vd.Curve, ...]
     pareto_other: vd.ParetoData | None = None  # the front in the other cost (cost_views)
+    oneshot: Any = None  # oneshot_view.PredictedVsConfirmed of a one-shot run, else None
 
 
 def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | None = None,
@@ -50,6 +52,7 @@ def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | N
     run's cost ``limits``, see :func:`nas_attn.search.results.run_limits`)."""
     from nas_attn.objectives import study_reference
     from nas_attn.viz.cost_views import other_cost, pareto_in
+    from nas_attn.viz.oneshot_view import predicted_vs_confirmed
 
     meta = run_meta(study, info, study_yaml)
     objs = meta.objectives
@@ -60,7 +63,8 @@ def build(study: Any, info: Mapping[str, Any] | None = None, study_yaml: str | N
     return Dashboard(meta, recs, vd.pareto_data(recs, objs),
                      vd.hypervolume_data(recs, objs, reference),
                      vd.attribution_data(recs, objs), vd.parallel_data(recs, objs),
-                     vd.curves_data(recs), pareto_in(recs, objs, other) if other else None)
+                     vd.curves_data(recs), pareto_in(recs, objs, other) if other else None,
+                     predicted_vs_confirmed(study))
 
 
 def load_run_inputs(run_dir: str | Path) -> tuple[Any, dict[str, Any], str | None]:
@@ -101,6 +105,10 @@ def figures(d: Dashboard) -> dict[str, Any]:
     acc, _ = vd.plotted_axes(d.meta.objectives)
     other = {} if d.pareto_other is None else {"pareto_other": plots.pareto_figure(
         d.pareto_other)}
+    if d.oneshot is not None:
+        from nas_attn.viz.oneshot_view import predicted_figure
+
+        other[ONESHOT_ID] = predicted_figure(d.oneshot)
     return {
         "pareto": plots.pareto_figure(d.pareto), **other,
         "hypervolume": plots.hypervolume_figure(d.hypervolume),
@@ -288,6 +296,10 @@ def render_html(d: Dashboard, refresh_s: float = 0.0, pay: Mapping[str, Any] | N
         sections.insert(1, (OTHER_ID, f"Pareto front in {d.pareto_other.x.name}",
                             f"The same trials at their {d.pareto_other.x.name} (FLOPs hide what "
                             "attention costs in time); the line is the front in this plane."))
+    if d.oneshot is not None:
+        sections.insert(1, (ONESHOT_ID, "Predicted vs confirmed (one-shot)",
+                            d.oneshot.caption() + ": the supernet's accuracy of each confirmed "
+                            "architecture against its stand-alone training (docs/one-shot.md)."))
     parts = [f'<h2>{html.escape(h)}</h2><small>{html.escape(note)}</small>'
              f'<div id="{i}" class="plot"></div>' for i, h, note in sections]
     controls = (
