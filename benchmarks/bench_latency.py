@@ -1,7 +1,9 @@
 """Latency tables on this machine, in one command: build, validate, spread, module shares.
 
 1. ``build`` a table of the quickstart study (onnxruntime, ``--threads`` intra-op threads,
-   ``--calibrate`` whole networks for the correction model, chosen by leave-one-out);
+   ``--granularity`` ``stage`` by default: stem, every stage configuration and head timed
+   whole; ``cell`` times blocks; ``--calibrate`` whole networks for the correction model,
+   chosen by leave-one-out);
 2. ``validate`` it on ``--specs`` random networks it never saw (another seed), with the figures
    of every correction model refitted on the calibration networks;
 3. the **spread**: ``--spread-specs`` networks timed ``--spread-times`` times each, how far one
@@ -16,6 +18,7 @@ docs/latency.md, docs/benchmarks.md and docs/cost-model.md. About 6 minutes on 2
 the defaults; run it on a quiet machine (nothing else running), else it measures the machine:
 
     python benchmarks/bench_latency.py [--threads 2] [--input-size 3 16 16] [--calibrate 40]
+        [--granularity stage|cell]
         [--specs 50] [--spread-specs 10] [--spread-times 5] [--spread-threads 1]
         [--warmup 10] [--repeats 50]
         [--no-shares] [--keep-table FILE] [--json FILE]
@@ -57,13 +60,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     space = load_space_or_study(STUDY)
     out: dict[str, Any] = {"study": str(STUDY.relative_to(ROOT)), "threads": args.threads,
+                           "granularity": args.granularity,
                            "input_size": list(args.input_size or space.default_input_size())}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         table = build_table(space, Path(tmp) / "t.json", runtime="onnxruntime",
                             threads=args.threads, input_size=args.input_size,
                             calibrate=args.calibrate, seed=0, warmup=args.warmup,
-                            repeats=args.repeats)
+                            repeats=args.repeats, granularity=args.granularity)
         out["build"] = {"seconds": time.perf_counter() - t0, "cells": len(table.cells),
                         "overhead_ms": table.overhead_ms,
                         "correction": {k: v for k, v in table.correction.items()
@@ -104,7 +108,8 @@ def markdown(r: dict[str, Any]) -> str:
     corr = b["correction"]
     cv = corr.get("cv", {}).get(corr["model"])
     lines = [f"### Latency table: {r['study']}, onnxruntime, {r['threads']} thread(s), input "
-             f"{'x'.join(map(str, r['input_size']))}", "",
+             f"{'x'.join(map(str, r['input_size']))}, {r.get('granularity', 'cell')} cells",
+             "",
              f"Machine: {b['fingerprint'].get('cpu')}, onnxruntime "
              f"{b['fingerprint'].get('onnxruntime')}, torch {b['fingerprint'].get('torch')}.", "",
              "| step | figure |", "|---|---|",
@@ -125,10 +130,14 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from nas_attn.cost.cells import GRANULARITIES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--input-size", type=int, nargs=3, default=None)
     p.add_argument("--calibrate", type=int, default=40)
+    p.add_argument("--granularity", choices=GRANULARITIES, default="stage",
+                   help="what one timed cell is (stage: stem, whole stages, head)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per timing")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per timing (median)")
     p.add_argument("--specs", type=int, default=50)
