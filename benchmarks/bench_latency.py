@@ -5,7 +5,9 @@
    whole; ``cell`` times blocks; ``--calibrate`` whole networks for the correction model,
    chosen by leave-one-out);
 2. ``validate`` it on ``--specs`` random networks it never saw (another seed), with the figures
-   of every correction model refitted on the calibration networks;
+   of every correction model refitted on the calibration networks; then the same for a table
+   of the other granularity (built with the same settings), judged on the same specs and the
+   same whole-network timings (``--no-compare`` to skip);
 3. the **spread**: ``--spread-specs`` networks timed ``--spread-times`` times each, how far one
    median strays from that network's median of medians. This is the floor under any predictor:
    when it is not within +-10 % 95 % of the time, no table can be on this machine. The same at
@@ -21,7 +23,7 @@ the defaults; run it on a quiet machine (nothing else running), else it measures
         [--granularity stage|cell]
         [--specs 50] [--spread-specs 10] [--spread-times 5] [--spread-threads 1]
         [--warmup 10] [--repeats 50]
-        [--no-shares] [--keep-table FILE] [--json FILE]
+        [--no-compare] [--no-shares] [--keep-table FILE] [--json FILE]
 
 ``--threads 1`` and ``--input-size 3 32 32`` are the other settings the investigation asks
 about (run once each; every run is about 5 minutes, less with ``--no-shares``).
@@ -81,6 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["validate"] = {"seconds": time.perf_counter() - t0, "summary": report.summary(),
                        "models": report.models, "rows": report.rows}
     _save(args, out)
+    if args.compare:
+        out["compare"] = _compare(args, space, report)
+        _save(args, out)
     t0 = time.perf_counter()
     out["spread"] = repeat_spread(table, space, args.spread_specs, args.spread_times, seed=2)
     out["spread"]["seconds"] = time.perf_counter() - t0
@@ -101,6 +106,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _compare(args: argparse.Namespace, space: Any, report: Any) -> dict[str, Any]:
+    """A table of the other granularity, built with the same settings, judged on the same
+    specs and the same whole-network timings as the main one."""
+    from nas_attn.cost.cells import GRANULARITIES
+    from nas_attn.latency import build_table, validate_table
+
+    other = next(g for g in GRANULARITIES if g != args.granularity)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        table = build_table(space, Path(tmp) / "t.json", runtime="onnxruntime",
+                            threads=args.threads, input_size=args.input_size,
+                            calibrate=args.calibrate, seed=0, warmup=args.warmup,
+                            repeats=args.repeats, granularity=other)
+    seconds = time.perf_counter() - t0
+    same = validate_table(table, space, args.specs, seed=1, measured_ms={
+        r["spec_hash"]: r["measured_ms"] for r in report.rows})
+    return {"granularity": other, "seconds": seconds, "cells": len(table.cells),
+            "model": table.correction["model"], "summary": same.summary(),
+            "models": same.models}
+
+
 def markdown(r: dict[str, Any]) -> str:
     from nas_attn.latency.shares import shares_markdown
 
@@ -119,6 +145,12 @@ def markdown(r: dict[str, Any]) -> str:
                 else "") + " |",
              f"| validate, {v['summary']['specs']} specs | **{_line(v['summary'])}** |"]
     lines += [f"| ... refitted {m} | {_line(x)} |" for m, x in v["models"].items()]
+    if "compare" in r:
+        c = r["compare"]
+        lines.append(f"| {c['granularity']} granularity, same specs and timings | {c['cells']} "
+                     f"cells in {c['seconds']:.0f} s (with its calibration); model "
+                     f"**{c['model']}**: {_line(c['summary'])} |")
+        lines += [f"| ... refitted {m} | {_line(x)} |" for m, x in c["models"].items()]
     lines.append(f"| spread: {len(s['rows'])} networks x {s['times']} | one median against its "
                  f"network's median of medians: {_line(s['summary'])} |")
     for threads, o in r.get("spread_other_threads", {}).items():
@@ -145,6 +177,8 @@ def main() -> None:
     p.add_argument("--spread-times", type=int, default=5)
     p.add_argument("--spread-threads", type=int, nargs="*", default=[1],
                    help="also measure the spread at these thread counts (none: skip)")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="skip the table of the other granularity")
     p.add_argument("--no-shares", dest="shares", action="store_false")
     p.add_argument("--keep-table", type=Path, default=None, help="also save the table here")
     p.add_argument("--json", type=Path, default=Path("latency-bench.json"))

@@ -18,7 +18,7 @@ from nas_attn.cost.latency_model import features
 from nas_attn.cost.latency_table import LatencyTable, MissingCellsError, load_table
 from nas_attn.errors import ConfigError
 from nas_attn.latency import build as build_mod
-from nas_attn.latency import build_table, stage_specs
+from nas_attn.latency import build_table, stage_specs, validate_table
 from nas_attn.latency.build import partial_path, stage_configurations
 from nas_attn.space import parse_space
 
@@ -140,3 +140,13 @@ def test_a_stage_build_times_each_stage_configuration_once(tmp_path):
     table.save(partial_path(out))  # a resume at the other granularity is refused
     with pytest.raises(ConfigError, match="same settings"):
         build_table(space, out, resume=True, **FAST, granularity="cell")
+
+
+def test_validate_can_judge_a_table_on_timings_it_is_given():
+    plain = parse_space({"name": "plain", "backbone": "tiny", "input_size": list(SIZE)})
+    spec = _spec()
+    table = _stage_table(spec)
+    report = validate_table(table, plain, n_specs=1, measured_ms={spec.hash: 4.0})
+    (row,) = report.rows
+    assert row["spec_hash"] == spec.hash and row["measured_ms"] == 4.0
+    assert row["error"] == pytest.approx((table.predict(spec) - 4.0) / 4.0)
