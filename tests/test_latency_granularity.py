@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from test_latency import FAST, SIZE, SPACE, _spec
+from test_latency import FAST, SIZE, SPACE, _spec, assert_parts_are_the_network
 
 from nas_attn.arch import canonicalize
 from nas_attn.cli import main
@@ -41,13 +40,7 @@ def test_stage_cells_are_stem_whole_stages_and_head_and_run_as_the_network():
     parts = list(cells_with_modules(spec, SIZE, batch=2, device="cpu", granularity="stage"))
     assert [c.desc["kind"] for c, _, _ in parts] == ["stem", "stage", "stage", "stage", "head"]
     assert parts[2][0].desc["holds"]["attention"]["type"] == "se"
-    x = torch.randn(2, *SIZE)
-    with torch.no_grad():
-        y = x
-        for cell, module, shape in parts:
-            assert tuple(y.shape) == shape == tuple(cell.desc["input"])
-            y = module(y)
-        assert torch.equal(y, parts[0][1].net(x))
+    assert_parts_are_the_network(parts)
     cell_level = spec_cells(spec, SIZE, batch=2)  # a fusion stage is the same cell at both
     assert parts[3][0].key == cell_level[-2].key and parts[1][0].key != cell_level[1].key
 
