@@ -1,9 +1,13 @@
 """Latency tables on this machine, in one command: build, validate, spread, module shares.
 
 1. ``build`` a table of the quickstart study (onnxruntime, ``--threads`` intra-op threads,
-   ``--calibrate`` whole networks for the correction model, chosen by leave-one-out);
+   ``--granularity`` ``stage`` by default: stem, every stage configuration and head timed
+   whole; ``cell`` times blocks; ``--calibrate`` whole networks for the correction model,
+   chosen by leave-one-out);
 2. ``validate`` it on ``--specs`` random networks it never saw (another seed), with the figures
-   of every correction model refitted on the calibration networks;
+   of every correction model refitted on the calibration networks; then the same for a table
+   of the other granularity (built with the same settings), judged on the same specs and the
+   same whole-network timings (``--no-compare`` to skip);
 3. the **spread**: ``--spread-specs`` networks timed ``--spread-times`` times each, how far one
    median strays from that network's median of medians. This is the floor under any predictor:
    when it is not within +-10 % 95 % of the time, no table can be on this machine. The same at
@@ -16,9 +20,10 @@ docs/latency.md, docs/benchmarks.md and docs/cost-model.md. About 6 minutes on 2
 the defaults; run it on a quiet machine (nothing else running), else it measures the machine:
 
     python benchmarks/bench_latency.py [--threads 2] [--input-size 3 16 16] [--calibrate 40]
+        [--granularity stage|cell]
         [--specs 50] [--spread-specs 10] [--spread-times 5] [--spread-threads 1]
         [--warmup 10] [--repeats 50]
-        [--no-shares] [--keep-table FILE] [--json FILE]
+        [--no-compare] [--no-shares] [--keep-table FILE] [--json FILE]
 
 ``--threads 1`` and ``--input-size 3 32 32`` are the other settings the investigation asks
 about (run once each; every run is about 5 minutes, less with ``--no-shares``).
@@ -57,13 +62,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     space = load_space_or_study(STUDY)
     out: dict[str, Any] = {"study": str(STUDY.relative_to(ROOT)), "threads": args.threads,
+                           "granularity": args.granularity,
                            "input_size": list(args.input_size or space.default_input_size())}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         table = build_table(space, Path(tmp) / "t.json", runtime="onnxruntime",
                             threads=args.threads, input_size=args.input_size,
                             calibrate=args.calibrate, seed=0, warmup=args.warmup,
-                            repeats=args.repeats)
+                            repeats=args.repeats, granularity=args.granularity)
         out["build"] = {"seconds": time.perf_counter() - t0, "cells": len(table.cells),
                         "overhead_ms": table.overhead_ms,
                         "correction": {k: v for k, v in table.correction.items()
@@ -77,6 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["validate"] = {"seconds": time.perf_counter() - t0, "summary": report.summary(),
                        "models": report.models, "rows": report.rows}
     _save(args, out)
+    if args.compare:
+        out["compare"] = _compare(args, space, report)
+        _save(args, out)
     t0 = time.perf_counter()
     out["spread"] = repeat_spread(table, space, args.spread_specs, args.spread_times, seed=2)
     out["spread"]["seconds"] = time.perf_counter() - t0
@@ -97,6 +106,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _compare(args: argparse.Namespace, space: Any, report: Any) -> dict[str, Any]:
+    """A table of the other granularity, built with the same settings, judged on the same
+    specs and the same whole-network timings as the main one."""
+    from nas_attn.cost.cells import GRANULARITIES
+    from nas_attn.latency import build_table, validate_table
+
+    other = next(g for g in GRANULARITIES if g != args.granularity)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        table = build_table(space, Path(tmp) / "t.json", runtime="onnxruntime",
+                            threads=args.threads, input_size=args.input_size,
+                            calibrate=args.calibrate, seed=0, warmup=args.warmup,
+                            repeats=args.repeats, granularity=other)
+    seconds = time.perf_counter() - t0
+    same = validate_table(table, space, args.specs, seed=1, measured_ms={
+        r["spec_hash"]: r["measured_ms"] for r in report.rows})
+    return {"granularity": other, "seconds": seconds, "cells": len(table.cells),
+            "model": table.correction["model"], "summary": same.summary(),
+            "models": same.models}
+
+
 def markdown(r: dict[str, Any]) -> str:
     from nas_attn.latency.shares import shares_markdown
 
@@ -104,7 +134,8 @@ def markdown(r: dict[str, Any]) -> str:
     corr = b["correction"]
     cv = corr.get("cv", {}).get(corr["model"])
     lines = [f"### Latency table: {r['study']}, onnxruntime, {r['threads']} thread(s), input "
-             f"{'x'.join(map(str, r['input_size']))}", "",
+             f"{'x'.join(map(str, r['input_size']))}, {r.get('granularity', 'cell')} cells",
+             "",
              f"Machine: {b['fingerprint'].get('cpu')}, onnxruntime "
              f"{b['fingerprint'].get('onnxruntime')}, torch {b['fingerprint'].get('torch')}.", "",
              "| step | figure |", "|---|---|",
@@ -114,6 +145,12 @@ def markdown(r: dict[str, Any]) -> str:
                 else "") + " |",
              f"| validate, {v['summary']['specs']} specs | **{_line(v['summary'])}** |"]
     lines += [f"| ... refitted {m} | {_line(x)} |" for m, x in v["models"].items()]
+    if "compare" in r:
+        c = r["compare"]
+        lines.append(f"| {c['granularity']} granularity, same specs and timings | {c['cells']} "
+                     f"cells in {c['seconds']:.0f} s (with its calibration); model "
+                     f"**{c['model']}**: {_line(c['summary'])} |")
+        lines += [f"| ... refitted {m} | {_line(x)} |" for m, x in c["models"].items()]
     lines.append(f"| spread: {len(s['rows'])} networks x {s['times']} | one median against its "
                  f"network's median of medians: {_line(s['summary'])} |")
     for threads, o in r.get("spread_other_threads", {}).items():
@@ -125,10 +162,14 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    from nas_attn.cost.cells import GRANULARITIES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--input-size", type=int, nargs=3, default=None)
     p.add_argument("--calibrate", type=int, default=40)
+    p.add_argument("--granularity", choices=GRANULARITIES, default="stage",
+                   help="what one timed cell is (stage: stem, whole stages, head)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per timing")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per timing (median)")
     p.add_argument("--specs", type=int, default=50)
@@ -136,6 +177,8 @@ def main() -> None:
     p.add_argument("--spread-times", type=int, default=5)
     p.add_argument("--spread-threads", type=int, nargs="*", default=[1],
                    help="also measure the spread at these thread counts (none: skip)")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="skip the table of the other granularity")
     p.add_argument("--no-shares", dest="shares", action="store_false")
     p.add_argument("--keep-table", type=Path, default=None, help="also save the table here")
     p.add_argument("--json", type=Path, default=Path("latency-bench.json"))

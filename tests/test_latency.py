@@ -50,14 +50,19 @@ def test_cells_run_in_a_row_are_the_network():
         {"fusion": {"type": "sda"}, "conv": {"type": "rfaconv"}}]})
     parts = list(cells_with_modules(spec, SIZE, batch=2, device="cpu"))
     assert [c.desc["kind"] for c, _, _ in parts] == ["stem"] + ["block"] * 4 + ["stage", "head"]
-    net = parts[0][1].net  # every module belongs to one built network
+    assert_parts_are_the_network(parts)
+
+
+def assert_parts_are_the_network(parts) -> None:
+    """The cells' modules run one after another (each fed its own input shape) compute what
+    their network does: they all belong to one built network."""
     x = torch.randn(2, *SIZE)
     with torch.no_grad():
         y = x
         for cell, module, shape in parts:
             assert tuple(y.shape) == shape == tuple(cell.desc["input"])
             y = module(y)
-        assert torch.equal(y, net(x))
+        assert torch.equal(y, parts[0][1].net(x))
 
 
 def test_a_cell_is_shared_by_every_spec_that_has_it():

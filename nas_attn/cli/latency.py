@@ -44,6 +44,9 @@ def build_cmd(
     calibrate: Annotated[int, typer.Option(
         "--calibrate", help="whole networks timed to fit the correction")] = 40,
     seed: Annotated[int, typer.Option("--seed", help="seed of the calibration specs")] = 0,
+    granularity: Annotated[str, typer.Option(
+        "--granularity", help="what one timed cell is: stage (stem, each whole stage, head) or "
+        "cell (blocks)")] = "stage",
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="table file (default: FILE's stem + .latency.json)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted build")
@@ -51,7 +54,7 @@ def build_cmd(
     plugin: PluginRefs = None,
     allow_plugins: AllowPlugins = False,
 ) -> None:
-    """Time every cell (stem, blocks with each choice, fusion stages, head) of a space."""
+    """Time every cell (stem, each stage or each block with every choice, head) of a space."""
     use_plugins(plugin, allow_plugins)
     from nas_attn.latency import build_table
     from nas_attn.search.study import load_space_or_study
@@ -62,13 +65,14 @@ def build_cmd(
     with bar:
         table = build_table(space, target, runtime=runtime, device=device, threads=threads,
                             batch=batch, input_size=input_size, warmup=warmup, repeats=repeats,
-                            calibrate=calibrate, seed=seed, resume=resume, progress=update)
+                            calibrate=calibrate, seed=seed, resume=resume,
+                            granularity=granularity, progress=update)
     c = table.correction
     cv = (c.get("cv") or {}).get(c["model"])
     fitted = (f", leave-one-out {cv['within_10pct']:.0%} within +-10 %, mean |error| "
               f"{cv['mean_abs_error']:.1%}" if cv else "")
-    console.print(f"{len(table.cells)} cells, overhead {table.overhead_ms:.4f} ms per call, "
-                  f"correction model {c['model']}{fitted} -> {target}")
+    console.print(f"{len(table.cells)} {granularity} cells, overhead {table.overhead_ms:.4f} "
+                  f"ms per call, correction model {c['model']}{fitted} -> {target}")
 
 
 @latency_app.command("validate")

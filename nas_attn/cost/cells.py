@@ -9,6 +9,12 @@ stage as its blocks one after another. The cells of a spec are therefore:
 - ``stage``: a whole stage with a fusion module (its blocks run differently there);
 - ``head``: the last stage's output to the logits.
 
+That is the ``cell`` granularity. At the ``stage`` granularity (:data:`GRANULARITIES`) every
+stage is one ``stage`` cell, whatever it holds: a network is then stem, stages and head, each
+timed whole at its real input shape, so that what the runtime fuses or caches across the blocks
+of a stage is in the timing (the block-level tables of ProxylessNAS and FBNet, one level up). A
+fusion stage is the same cell at both granularities.
+
 Each cell is described by a plain mapping (backbone, its arguments, where the cell sits, what it
 holds, its input shape with the batch) and keyed by that mapping's hash, so two specs that share
 a block share its cell. The whole network's latency is predicted from its cells' latencies in
@@ -27,6 +33,17 @@ import torch
 from torch import nn
 
 KINDS = ("stem", "block", "stage", "head")
+GRANULARITIES = ("cell", "stage")
+
+
+def check_granularity(granularity: Any, field: str = "granularity") -> str:
+    """``granularity`` when it is one of :data:`GRANULARITIES`, else a ConfigError naming them."""
+    if granularity not in GRANULARITIES:
+        from nas_attn.errors import ConfigError
+
+        raise ConfigError(field, granularity, "unknown latency-table granularity",
+                          GRANULARITIES)
+    return str(granularity)
 
 
 @dataclass(frozen=True)
@@ -94,9 +111,10 @@ def _shapes(net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, 
 
 
 def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
-                       device: str | torch.device = "meta"
+                       device: str | torch.device = "meta", granularity: str = "cell"
                        ) -> Iterator[tuple[Cell, nn.Module, tuple[int, ...]]]:
-    """Every cell of ``spec`` (canonical) with the module that runs it and its input shape.
+    """Every cell of ``spec`` (canonical) with the module that runs it and its input shape, at
+    ``granularity`` (``cell``: blocks, ``stage``: whole stages; see the module doc).
 
     ``device="meta"`` builds nothing real (for the cells alone); timing needs ``"cpu"`` or a
     GPU. The modules belong to one freshly built network in eval mode."""
@@ -104,6 +122,7 @@ def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
     from nas_attn.backbones import get_backbone
     from nas_attn.backbones._net import block_plans
 
+    check_granularity(granularity)
     canon = load_spec(spec)
     shape = (batch, *input_size)
     with torch.device("meta"):
@@ -123,7 +142,7 @@ def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
            _Part(net, "stem"), shape)
     infos = get_backbone(canon.backbone).layout(canon.backbone_args)
     for i, (stage, st, info) in enumerate(zip(net.stages, canon.stages, infos, strict=True)):
-        if st.fusion is not None:
+        if st.fusion is not None or granularity == "stage":
             yield (_cell(kind="stage", **base, stage=i, holds=st.to_dict(),
                          input=list(shapes[f"s{i}"])), stage, shapes[f"s{i}"])
             continue
@@ -136,6 +155,8 @@ def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
            _Part(net, "head"), shapes["out"])
 
 
-def spec_cells(spec: Any, input_size: Sequence[int], batch: int = 1) -> list[Cell]:
-    """The cells of ``spec`` in forward order (nothing real is built)."""
-    return [c for c, _, _ in cells_with_modules(spec, input_size, batch)]
+def spec_cells(spec: Any, input_size: Sequence[int], batch: int = 1,
+               granularity: str = "cell") -> list[Cell]:
+    """The cells of ``spec`` in forward order at ``granularity`` (nothing real is built)."""
+    return [c for c, _, _ in cells_with_modules(spec, input_size, batch,
+                                                granularity=granularity)]

@@ -51,14 +51,14 @@ def features(descs: Sequence[Mapping[str, Any]], medians: Sequence[float],
         holds = desc.get("holds") or {}
         if kind == "block":
             out["gates"] += len(holds.get("gates") or {})
-        elif kind == "stage":  # a fusion stage: its module and every block's gates
-            out["gates"] += 1.0 + _stage_gates(holds)
+        elif kind == "stage":  # a whole stage: its fusion module and its gate (one each)
+            out["gates"] += _is_module(holds.get("fusion")) + _is_module(holds.get("attention"))
     return out
 
 
-def _stage_gates(holds: Mapping[str, Any]) -> float:
-    att = holds.get("attention")
-    return 0.0 if not att or att.get("type") in (None, "none") else 1.0
+def _is_module(choice: Any) -> float:
+    """1 when a stage's ``attention`` or ``fusion`` choice is a module, 0 for none."""
+    return float(isinstance(choice, Mapping) and choice.get("type") not in (None, "none"))
 
 
 def _names(model: str, parts: Sequence[str]) -> list[str]:

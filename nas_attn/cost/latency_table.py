@@ -1,7 +1,9 @@
 """A latency table: every cell of a search space timed once on one device and runtime.
 
 The file (JSON, ``format: nas-attn-latency/1``) holds the settings it was measured with
-(runtime, device, threads, batch, input size, warm-up and repeats), the fingerprint of the
+(runtime, device, threads, batch, input size, warm-up and repeats, and the granularity of its
+cells: ``cell`` or ``stage``, ``cell`` for a table written before there was a choice), the
+fingerprint of the
 machine and runtime (:func:`nas_attn.cost.timing.fingerprint`), the space it covers, the
 per-call overhead of the runtime, the median and quartiles of every cell
 (:mod:`nas_attn.cost.cells`) and the correction fitted on whole networks.
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nas_attn.cost.cells import Cell, spec_cells
+from nas_attn.cost.cells import Cell, check_granularity, spec_cells
 from nas_attn.errors import ConfigError
 
 FORMAT = "nas-attn-latency/1"
@@ -54,11 +56,20 @@ class LatencyTable:
     def input_size(self) -> tuple[int, int, int]:
         return tuple(self.settings["input_size"])  # type: ignore[return-value]
 
+    @property
+    def granularity(self) -> str:
+        """What one cell is: ``cell`` (blocks) or ``stage`` (whole stages)."""
+        return str(self.settings.get("granularity", "cell"))
+
+    def cells_of(self, spec: Any) -> list[Cell]:
+        """The cells of ``spec`` at the table's input, batch and granularity."""
+        return spec_cells(spec, self.input_size, self.settings["batch"], self.granularity)
+
     def features(self, spec: Any) -> dict[str, float]:
         """The correction model's features of ``spec`` (:func:`latency_model.features`)."""
         from nas_attn.cost.latency_model import features
 
-        cells = spec_cells(spec, self.input_size, self.settings["batch"])
+        cells = self.cells_of(spec)
         absent = [c for c in cells if c.key not in self.cells]
         if absent:
             raise MissingCellsError(self.source or "latency table", absent)
@@ -99,6 +110,20 @@ def _number(value: Any, field_name: str, low: float | None = None, positive: boo
     return float(value)
 
 
+def _check_kind(desc: Any, granularity: str, field_name: str) -> None:
+    """Refuse a cell of the other granularity: a block in a ``stage`` table, a whole stage
+    without a fusion module in a ``cell`` table (whose stage cells are fusion stages only)."""
+    desc = desc if isinstance(desc, Mapping) else {}
+    kind, holds = desc.get("kind"), desc.get("holds") or {}
+    fusion = isinstance(holds, Mapping) and isinstance(holds.get("fusion"), Mapping)
+    if (granularity == "stage" and kind == "block") or (
+            granularity == "cell" and kind == "stage" and not fusion):
+        raise ConfigError(field_name, kind, f"a cell of another granularity in a table of "
+                          f"granularity {granularity} (settings.granularity); cells of this "
+                          "table are", ["stem", "stage", "head"] if granularity == "stage"
+                          else ["stem", "block", "stage (with fusion)", "head"])
+
+
 def table_from_dict(data: Any, source: str) -> LatencyTable:
     """A table from its JSON form; ConfigError naming the file and field when anything is off."""
     from nas_attn.cost.latency_model import check_correction
@@ -115,9 +140,12 @@ def table_from_dict(data: Any, source: str) -> LatencyTable:
     absent = [k for k in SETTINGS if k not in settings]
     if absent:
         raise ConfigError(f"{source}: settings.{absent[0]}", None, "missing", SETTINGS)
+    granularity = check_granularity(settings.get("granularity", "cell"),
+                                    f"{source}: settings.granularity")
     for key, cell in data["cells"].items():
         if not isinstance(cell, Mapping):
             raise ConfigError(f"{source}: cells.{key}", cell, "not a mapping")
+        _check_kind(cell.get("desc"), granularity, f"{source}: cells.{key}")
         _number(cell.get("median_ms"), f"{source}: cells.{key}.median_ms", 0, positive=True)
     corr = check_correction(data.get("correction"), source)
     return LatencyTable(settings=dict(settings), fingerprint=dict(data["fingerprint"]),

@@ -6,7 +6,10 @@ module with every hyperparameter value, every position, block selection, conv an
 choice) instead of the product of the stages: 2 x 31 + 4 x 62 block cells for the quickstart's
 907,924 architectures. Then it times the runtime's per-call overhead and a few whole networks
 (calibration specs, seeded) and fits the correction model that cross-validates best on them
-(:mod:`nas_attn.cost.latency_model`). Progress goes to ``FILE.partial`` every few cells
+(:mod:`nas_attn.cost.latency_model`). At ``granularity="stage"`` a cell is a whole stage, so
+the same walk times each stage configuration once (305 for the quickstart, plus stem and head);
+a space with more than :data:`MAX_STAGE_CELLS` of them is refused for ``stage`` (use ``cell``,
+whose table grows with the blocks' choices, not their product within a stage). Progress goes to ``FILE.partial`` every few cells
 (atomic writes), which ``--resume`` continues (it is also written when the build is interrupted); the table itself is written
 once, whole, at the end.
 """
@@ -25,6 +28,7 @@ from nas_attn.cost.latency_table import LatencyTable, load_table
 from nas_attn.errors import ConfigError
 
 CHECKPOINT_EVERY = 16
+MAX_STAGE_CELLS = 5000  # stage configurations a stage table may time (each about 0.2-1 s)
 
 
 def partial_path(out: Path) -> Path:
@@ -49,6 +53,22 @@ def stage_specs(space: Any) -> Iterator[Any]:
             for point in sub.enumerate():
                 if point.spec is not None:
                     yield point.spec
+
+
+def stage_configurations(space: Any) -> float:
+    """How many stage cells a ``stage`` table of ``space`` times: every stage's candidates, for
+    every backbone (impossible combinations count; ``math.inf`` for an unstepped range)."""
+    stages = [space.stages[0] if space.tie_stages else s for s in space.stages]
+    return len(space.backbones) * sum(s.size() for s in stages)
+
+
+def check_stage_granularity(space: Any) -> None:
+    """Refuse a space whose stage configurations are too many for a ``stage`` table."""
+    count = stage_configurations(space)
+    if math.inf > count > MAX_STAGE_CELLS:  # an unstepped range: stage_specs says what to do
+        raise ConfigError("granularity", "stage", f"this space has {count:,.0f} stage "
+                          f"configurations, more than the {MAX_STAGE_CELLS:,} a stage table "
+                          "times; build it at granularity cell", ["cell"])
 
 
 def calibration_specs(space: Any, n: int, seed: int) -> list[Any]:
@@ -85,21 +105,24 @@ def _start(out: Path, resume: bool, settings: Mapping[str, Any], fp: Mapping[str
 def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", device: str = "cpu",
                 threads: int = 1, batch: int = 1, input_size: Sequence[int] | None = None,
                 warmup: int = 10, repeats: int = 50, calibrate: int = 40, seed: int = 0,
-                resume: bool = False,
+                resume: bool = False, granularity: str = "stage",
                 progress: Callable[[int, int, str], None] | None = None) -> LatencyTable:
     """Measure every cell of ``space`` and write the table to ``out`` (see the module doc)."""
     from nas_attn.config import check_int
-    from nas_attn.cost.cells import cells_with_modules
+    from nas_attn.cost.cells import cells_with_modules, check_granularity
     from nas_attn.cost.timing import check_settings, fingerprint, time_module
 
     check_settings(runtime, device, threads)
+    if check_granularity(granularity) == "stage":
+        check_stage_granularity(space)
     for name, value, low in (("batch", batch, 1), ("warmup", warmup, 0),
                              ("repeats", repeats, 1), ("calibrate", calibrate, 0)):
         check_int(value, name, low=low)
     size = tuple(input_size or space.default_input_size())
     out = Path(out)
     settings = {"runtime": runtime, "device": device, "threads": threads, "batch": batch,
-                "input_size": list(size), "warmup": warmup, "repeats": repeats}
+                "input_size": list(size), "warmup": warmup, "repeats": repeats,
+                "granularity": granularity}
     table = _start(out, resume, settings, fingerprint(runtime, device, threads),
                    {"name": space.name, "hash": space.hash})
     specs = list(stage_specs(space))
@@ -114,7 +137,8 @@ def build_table(space: Any, out: str | Path, *, runtime: str = "onnxruntime", de
         for n, spec in enumerate(specs):
             if progress:
                 progress(n, len(specs), f"{len(timed)} cells")
-            for cell, module, shape in cells_with_modules(spec, size, batch, device="cpu"):
+            for cell, module, shape in cells_with_modules(spec, size, batch, device="cpu",
+                                                          granularity=granularity):
                 if cell.key in timed:
                     continue
                 timed[cell.key] = {"desc": dict(cell.desc), **time_it(module, shape).to_dict()}
@@ -167,7 +191,8 @@ def add_missing(table: LatencyTable, spec: Any) -> LatencyTable:
                module, shape, runtime=s["runtime"], device=s["device"], threads=s["threads"],
                warmup=s["warmup"], repeats=s["repeats"]).to_dict()}
            for cell, module, shape in cells_with_modules(spec, table.input_size, s["batch"],
-                                                         device="cpu")
+                                                         device="cpu",
+                                                         granularity=table.granularity)
            if cell.key not in table.cells}
     if not new:
         return table

@@ -75,8 +75,13 @@ def model_errors(table: LatencyTable, rows: Sequence[Mapping[str, Any]]
 
 
 def validate_table(table: LatencyTable, space: Any, n_specs: int = 50, seed: int = 1,
-                   progress: Callable[[int, int, str], None] | None = None) -> Validation:
-    """Time ``n_specs`` random whole networks of ``space`` and compare with the prediction."""
+                   progress: Callable[[int, int, str], None] | None = None,
+                   measured_ms: Mapping[str, float] | None = None) -> Validation:
+    """Time ``n_specs`` random whole networks of ``space`` and compare with the prediction.
+
+    ``measured_ms`` (spec hash -> ms, e.g. another table's validation rows on the same specs)
+    judges the table on those timings instead of timing again: two tables of one machine, such
+    as two granularities, compared on the same measurements."""
     from nas_attn.config import check_int
     from nas_attn.latency.build import calibration_specs, measure_spec
 
@@ -88,7 +93,8 @@ def validate_table(table: LatencyTable, space: Any, n_specs: int = 50, seed: int
         if progress:
             progress(i, len(specs), spec.hash)
         predicted = table.predict(spec)
-        measured = measure_spec(spec, table, time_it)
+        measured = (measured_ms[spec.hash] if measured_ms is not None
+                    else measure_spec(spec, table, time_it))
         rows.append({"spec_hash": spec.hash, "predicted_ms": predicted, "measured_ms": measured,
                      "error": (predicted - measured) / measured,
                      "features": table.features(spec)})
