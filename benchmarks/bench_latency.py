@@ -1,6 +1,8 @@
 """Latency tables on this machine, in one command: build, validate, spread, module shares.
 
-1. ``build`` a table of the quickstart study (onnxruntime, ``--threads`` intra-op threads,
+1. ``build`` a table of the quickstart's attention space at the quickstart study's data
+   (``search_spaces/quickstart_attention.yaml``: one network size, so every figure is about
+   attention and conv choices; onnxruntime, ``--threads`` intra-op threads,
    ``--granularity`` ``stage`` by default: stem, every stage configuration and head timed
    whole; ``cell`` times blocks; ``--calibrate`` whole networks for the correction model,
    chosen by leave-one-out);
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "studies" / "quickstart.yaml"
+STUDY = ROOT / "studies" / "quickstart.yaml"  # its data: input size and classes
+SPACE = ROOT / "search_spaces" / "quickstart_attention.yaml"
 
 
 def _line(m: dict[str, Any]) -> str:
@@ -59,9 +62,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from nas_attn.latency.shares import STAGES, module_shares
     from nas_attn.modules import MODULES
     from nas_attn.search.study import load_space_or_study
+    from nas_attn.space import load_space
 
-    space = load_space_or_study(STUDY)
-    out: dict[str, Any] = {"study": str(STUDY.relative_to(ROOT)), "threads": args.threads,
+    data = load_space_or_study(STUDY)
+    space = load_space(SPACE).with_data(data.num_classes, data.in_chans, data.input_size)
+    out: dict[str, Any] = {"study": str(STUDY.relative_to(ROOT)),
+                           "space": str(SPACE.relative_to(ROOT)), "threads": args.threads,
                            "granularity": args.granularity,
                            "input_size": list(args.input_size or space.default_input_size())}
     with tempfile.TemporaryDirectory() as tmp:
