@@ -143,3 +143,15 @@ def test_validate_can_judge_a_table_on_timings_it_is_given():
     (row,) = report.rows
     assert row["spec_hash"] == spec.hash and row["measured_ms"] == 4.0
     assert row["error"] == pytest.approx((table.predict(spec) - 4.0) / 4.0)
+
+
+def test_searched_backbone_args_multiply_the_stage_configurations():
+    """A space that searches width times every stage configuration at each width: the count
+    the limit checks is the number of distinct stage cells its specs hold."""
+    from nas_attn.latency import stage_specs
+
+    fixed, wide = parse_space(SPACE), parse_space({**SPACE, "backbone_args": {"width": [8, 16]}})
+    assert stage_configurations(wide) == 2 * stage_configurations(fixed)
+    cells = {c.key for spec in stage_specs(wide)
+             for c in spec_cells(spec, SIZE, granularity="stage") if c.desc["kind"] == "stage"}
+    assert len(cells) == stage_configurations(wide)

@@ -7,7 +7,8 @@ choice) instead of the product of the stages: 2 x 31 + 4 x 62 block cells for th
 907,924 architectures. Then it times the runtime's per-call overhead and a few whole networks
 (calibration specs, seeded) and fits the correction model that cross-validates best on them
 (:mod:`nas_attn.cost.latency_model`). At ``granularity="stage"`` a cell is a whole stage, so
-the same walk times each stage configuration once (305 for the quickstart, plus stem and head);
+the same walk times each stage configuration once (305 for quickstart_attention.yaml, 4 x 305
+for the quickstart, which searches width and depth; plus stem and head);
 a space with more than :data:`MAX_STAGE_CELLS` of them is refused for ``stage`` (use ``cell``,
 whose table grows with the blocks' choices, not their product within a stage). Progress goes to ``FILE.partial`` every few cells
 (atomic writes), which ``--resume`` continues (it is also written when the build is interrupted); the table itself is written
@@ -57,9 +58,12 @@ def stage_specs(space: Any) -> Iterator[Any]:
 
 def stage_configurations(space: Any) -> float:
     """How many stage cells a ``stage`` table of ``space`` times: every stage's candidates, for
-    every backbone (impossible combinations count; ``math.inf`` for an unstepped range)."""
+    every backbone and every combination of searched backbone arguments (impossible
+    combinations count; ``math.inf`` for an unstepped range)."""
     stages = [space.stages[0] if space.tie_stages else s for s in space.stages]
-    return len(space.backbones) * sum(s.size() for s in stages)
+    layouts = len(space.backbones) * math.prod(
+        d.size for d in space.searched_backbone_args.values())
+    return layouts * sum(s.size() for s in stages)
 
 
 def check_stage_granularity(space: Any) -> None:
