@@ -2,7 +2,10 @@
 in one bare process, in the same benchmark run.
 
 The study is ``studies/quickstart.yaml`` with ``train.epochs: 1`` and early stopping off (so
-every trial trains exactly one epoch) and the random sampler. Both sides run as fresh
+every trial trains exactly one epoch) and the random sampler, over ``--space`` (default
+``search_spaces/quickstart_attention.yaml``: one network size, the workload every recorded
+figure was measured on; the quickstart's own space also draws networks 8x smaller, whose
+shorter trainings make the same fixed costs a larger share). Both sides run as fresh
 processes timed from the outside, on the same data, with the same training settings and the
 same number of threads:
 
@@ -19,7 +22,7 @@ against the median bare training after the first. Target: ratio <= 1.15. The fix
 start, a worker's cold start, shutdown) are paid once per run, so the ratio falls with N.
 Prints a table and one JSON line.
 
-    .venv/bin/python benchmarks/bench_runner_overhead.py [--trials 24] [--cpus 2]
+    .venv/bin/python benchmarks/bench_runner_overhead.py [--trials 24] [--cpus 2] [--space FILE]
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ import time
 from pathlib import Path
 
 TARGET = 1.15
-STUDY = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "studies" / "quickstart.yaml"
+SPACE = ROOT / "search_spaces" / "quickstart_attention.yaml"
 
 
-def bench_study(folder: Path) -> Path:
-    """The quickstart with one epoch, no early stopping, the random sampler."""
+def bench_study(folder: Path, space: Path = SPACE) -> Path:
+    """The quickstart with one epoch, no early stopping, the random sampler, over ``space``."""
     import yaml
 
     raw = yaml.safe_load(STUDY.read_text())
     raw["name"] = f"overhead-{os.getpid()}"
-    raw["space"] = str((STUDY.parent / raw["space"]).resolve())
+    raw["space"] = str(Path(space).resolve())
     raw["train"] = {**raw["train"], "epochs": 1, "threads": None}
     raw["early_stopping"] = {"enabled": False}
     raw["search"] = {**raw.get("search", {}), "sampler": "random"}
@@ -76,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--space", type=Path, default=SPACE)
     ap.add_argument("--bare", nargs=2, metavar=("STUDY", "SPECS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare:
@@ -85,7 +91,7 @@ def main() -> None:
     import nas_attn
 
     folder = Path(tempfile.mkdtemp(prefix="nasattn-overhead-"))
-    study = bench_study(folder)
+    study = bench_study(folder, args.space)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     load_before = os.getloadavg()
     t0 = time.time()
