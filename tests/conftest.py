@@ -62,3 +62,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def without_session_plugins() -> Iterator[None]:
+    """Plugins that earlier tests of this pytest process loaded (a factory backbone's file, a
+    bundle's models) set aside while a test runs Ray in-process: the execution layer ships every
+    loaded plugin to the workers and asks for consent first, which such a test never gave."""
+    from nas_attn import plugins as P
+
+    before = dict(P._LOADED)
+    P._LOADED.clear()
+    yield
+    P._LOADED.update(before)

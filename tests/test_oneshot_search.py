@@ -242,7 +242,8 @@ def test_search_phase_resumes_without_scoring_again(tmp_path, monkeypatch):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monkeypatch):
+def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monkeypatch,
+                                                                  without_session_plugins):
     """Phases 1-2 run, phase 3 is cut short (Ctrl-C as the confirmation segment starts); a
     resume confirms without retraining the supernet or rescoring; a second resume does
     nothing new. The run's front is the confirmed trials, which carry their predictions."""
