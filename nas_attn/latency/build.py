@@ -61,9 +61,7 @@ def stage_configurations(space: Any) -> float:
     every backbone and every combination of searched backbone arguments (impossible
     combinations count; ``math.inf`` for an unstepped range)."""
     stages = [space.stages[0] if space.tie_stages else s for s in space.stages]
-    layouts = len(space.backbones) * math.prod(
-        d.size for d in space.searched_backbone_args.values())
-    return layouts * sum(s.size() for s in stages)
+    return space.layout_count * sum(s.size() for s in stages)
 
 
 def check_stage_granularity(space: Any) -> None:

@@ -245,10 +245,16 @@ class SearchSpace:
     def size(self) -> float:
         """Number of distinct parameter assignments (an int; ``math.inf`` when a float range has
         no step). Impossible combinations count: the dry run reports how many there are."""
-        n = len(self.backbones) * math.prod(d.size for d in self.searched_backbone_args.values())
+        n = self.layout_count
         if self.tie_stages:
             return n * self.stages[0].size()
         return n * math.prod(s.size() for s in self.stages)
+
+    @property
+    def layout_count(self) -> float:
+        """Backbone layouts a spec can have: backbones x combinations of searched arguments."""
+        return len(self.backbones) * math.prod(
+            d.size for d in self.searched_backbone_args.values())
 
     def distributions(self) -> dict[str, Dist]:
         """Every decision any branch can ask for (fixed ones left out), by Optuna name."""
