@@ -83,9 +83,11 @@ class _Part(nn.Module):
         return self.net.forward_stem(x) if self.part == "stem" else self.net.forward_head(x)
 
 
-def _shapes(net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+def _shapes(net: nn.Module, input_shape: Sequence[int], device: str | torch.device = "meta"
+            ) -> dict[str, tuple[int, ...]]:
     """Input shape of every stage and block, and the last stage's output, from one pass of
-    ``net`` (built on the meta device) over a meta input (keys ``s{i}``, ``s{i}b{j}``, ``out``)."""
+    ``net`` (built on ``device``) over zeros (keys ``s{i}``, ``s{i}b{j}``, ``out``). A real
+    device's pass is the cheaper one: the meta device runs every op's Python decomposition."""
     seen: dict[str, tuple[int, ...]] = {}
 
     def record(key: str) -> Any:
@@ -103,7 +105,7 @@ def _shapes(net: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, 
         hooks += [b.register_forward_pre_hook(record(f"s{i}b{j}")) for j, b in enumerate(stage)]
     try:
         with torch.no_grad():
-            net(torch.zeros(*input_shape, device="meta"))
+            net(torch.zeros(*input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -125,18 +127,16 @@ def cells_with_modules(spec: Any, input_size: Sequence[int], batch: int = 1,
     check_granularity(granularity)
     canon = load_spec(spec)
     shape = (batch, *input_size)
-    with torch.device("meta"):
-        meta_net = build_model(canon).eval()
-        if not getattr(meta_net, "has_cells", True):
-            from nas_attn.backbones import shipped_backbones
-            from nas_attn.errors import ConfigError
-
-            raise ConfigError("backbone", canon.backbone, "runs as one piece (its forward is "
-                              "the user's), so it has no stem/block/head cells to time; latency "
-                              "tables cover", shipped_backbones())
-        shapes = _shapes(meta_net, shape)
     with torch.device(device):
         net = build_model(canon).eval()
+    if not getattr(net, "has_cells", True):
+        from nas_attn.backbones import shipped_backbones
+        from nas_attn.errors import ConfigError
+
+        raise ConfigError("backbone", canon.backbone, "runs as one piece (its forward is "
+                          "the user's), so it has no stem/block/head cells to time; latency "
+                          "tables cover", shipped_backbones())
+    shapes = _shapes(net, shape, device)
     base = {"backbone": canon.backbone, "backbone_args": dict(canon.backbone_args)}
     yield (_cell(kind="stem", **base, in_chans=canon.in_chans, input=list(shape)),
            _Part(net, "stem"), shape)
