@@ -60,7 +60,8 @@ def main(paths: list[str]) -> None:
         strict = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], level=STRICT,
                                max_confirm=t.n_archs, order="hv")
         row["strict_epochs"] = strict.epochs
-        groups[r["table"], r["mode"], str(r["epochs"])].append(row)
+        mode = r["mode"] + (f" (arch lr {r['arch_lr']:g})" if "arch_lr" in r else "")
+        groups[r["table"], mode, str(r["epochs"])].append(row)
     print("| table | supernet | seeds | tau | rho | top-10 / top-20 recall | predicted front "
           "(K), HV after K | confirmations to 95 % (acc / hv order) | epochs to 95 %: "
           "training + confirmation (acc / hv) | + scoring | epochs to 99.5 % (hv) |")
@@ -86,6 +87,14 @@ def main(paths: list[str]) -> None:
               f"ranking by FLOPs (fewer first): rho {spearman(-t.flops, t.final_mean):.3f}, "
               f"tau {kendall(-t.flops, t.final_mean):.3f}; stand-alone accuracy after epoch 1: "
               f"rho {epoch1:.3f}")
+    for r in runs:
+        if r["mode"] == "learned":
+            print(f"learned {r['table']} seed {r['seed']} (arch lr {r.get('arch_lr', 'default')}):"
+                  f" largest option probability per stage "
+                  f"{[round(max(p), 3) for p in r['arch_probs']]} (uniform "
+                  f"{[round(1 / len(p), 3) for p in r['arch_probs']]}); per-stage rho of the "
+                  f"probabilities with the table {[round(v, 2) for v in r['prob_rho']]}; ranking "
+                  f"by log-probability: tau {r['logp_tau']:.3f}, rho {r['logp_rho']:.3f}")
     print("per run (tau, rho, epochs to 95 % acc / hv order):")
     for key, rows in sorted(groups.items()):
         print(" ", key, [(r["seed"], round(r["tau"], 3), round(r["rho"], 3), r["acc_epochs"],
