@@ -31,7 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "tabular"), str(Path(__file__).parent)]
 
-from oneshot_ranking import ORDERS, kendall, pipeline_cost, seed_kendall, top_k_recall  # noqa: E402
+from oneshot_ranking import (  # noqa: E402
+    ORDERS,
+    kendall,
+    log_probability,
+    option_index,
+    pipeline_cost,
+    seed_kendall,
+    top_k_recall,
+)
 
 from attnbench.generate import TABLE_DATA, TABLE_SPACES, TABLE_TRAIN, table_space  # noqa: E402
 from attnbench.metrics import FrontScorer, seed_rank_correlation, spearman  # noqa: E402
@@ -72,28 +80,18 @@ def stage_agreement(table, pred: np.ndarray, space) -> list[float]:
     return out
 
 
-def option_index(sn, specs) -> list[list[int]]:
-    """Per stage, each architecture's option index in the supernet."""
-    out = []
-    for s, opts in enumerate(sn.options):
-        keys = [json.dumps(o.to_dict(), sort_keys=True) for o in opts]
-        out.append([keys.index(json.dumps(sp.stages[s].to_dict(), sort_keys=True))
-                    for sp in specs])
-    return out
-
-
 def learned_summary(sn, specs, truth: np.ndarray) -> dict:
     """What the learned distribution says on its own: per stage, Spearman's rho between each
     option's probability and the table's mean accuracy of the architectures that make it; and
     the ranking of every architecture by its log-probability under the distribution."""
     probs = sn.arch_probabilities()
-    opt_of = option_index(sn, specs)
+    opt_of = option_index(sn.options, specs)
     prob_rho = []
     for s, p in enumerate(probs):
         of = np.array(opt_of[s])
         table_mean = np.array([truth[of == o].mean() for o in range(len(p))])
         prob_rho.append(spearman(np.array(p), table_mean))
-    logp = sum(np.log(np.array(p))[np.array(opt_of[s])] for s, p in enumerate(probs))
+    logp = log_probability(probs, opt_of)
     return {"arch_probs": [[round(v, 4) for v in p] for p in probs], "prob_rho": prob_rho,
             "logp_tau": kendall(logp, truth), "logp_rho": spearman(logp, truth)}
 
@@ -140,7 +138,7 @@ def one_run(name: str, table, mode: str, epochs: str, seed: int, calib_batches: 
         pred_d, ms_d = _score_all(sn, specs, data, calib, cfg, threads)
     else:
         e2, stage = split
-        opt_of = option_index(sn, specs)[stage]
+        opt_of = option_index(sn.options, specs)[stage]
         shared = copy.deepcopy(sn.state_dict())
         pred_d, ms_d = {}, {}
         sub_cfg = TrainConfig(**{**vars(cfg), "epochs": e2})

@@ -21,9 +21,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "tabular"), str(Path(__file__).parent)]
 
-from oneshot_ranking import ORDERS, kendall, pipeline_cost  # noqa: E402
+from oneshot_ranking import (  # noqa: E402
+    ORDERS,
+    kendall,
+    log_probability,
+    option_index,
+    pipeline_cost,
+    top_k_recall,
+)
 
-from attnbench.generate import TABLE_DATA, TABLE_TRAIN  # noqa: E402
+from attnbench.generate import TABLE_DATA, TABLE_SPACES, TABLE_TRAIN, table_space  # noqa: E402
 from attnbench.metrics import FrontScorer, spearman  # noqa: E402
 from attnbench.table import load_table  # noqa: E402
 
@@ -37,6 +44,35 @@ def scoring_epochs(n_archs: int, calib_batches: int) -> float:
     return n_archs * per_arch / (3 * steps * batch)
 
 
+def path_log_probability(run: dict, table) -> np.ndarray:
+    """Each architecture's log-probability under a learned run's per-stage distributions."""
+    from nas_attn.oneshot import stage_options
+
+    space = table_space(TABLE_SPACES[run["table"]])
+    options = [stage_options(space, s) for s in range(len(space.stages))]
+    specs = [space.build(p) for p in table.arch_params]
+    return log_probability(run["arch_probs"], option_index(options, specs))
+
+
+def table_row(r: dict, t, pred: np.ndarray, scoring: float) -> dict:
+    """One run's figures for the table, ``pred`` its ranking of every architecture."""
+    scorer = FrontScorer.of(t)
+    row = {"tau": kendall(pred, t.final_mean), "rho": spearman(pred, t.final_mean),
+           "top10_recall": top_k_recall(pred, t.true_front, 10),
+           "top20_recall": top_k_recall(pred, t.true_front, 20), "scoring": scoring,
+           **{k: r[k] for k in ("supernet_cost_epochs", "supernet_train_s", "seed")}}
+    for order in ORDERS:
+        c = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], order=order)
+        row[f"{order}_conf"] = c.confirmations
+        row[f"{order}_epochs"] = c.epochs
+        row[f"{order}_k"] = c.predicted_front
+        row[f"{order}_hv_k"] = c.hv_at_front
+    strict = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], level=STRICT,
+                           max_confirm=t.n_archs, order="hv")
+    row["strict_epochs"] = strict.epochs
+    return row
+
+
 def main(paths: list[str]) -> None:
     runs = []
     for p in paths:
@@ -46,22 +82,14 @@ def main(paths: list[str]) -> None:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for r in runs:
         t = tables[r["table"]]
-        pred = np.asarray(r["pred"])
-        scorer = FrontScorer.of(t)
-        row = {k: r[k] for k in ("tau", "rho", "top10_recall", "top20_recall",
-                                 "supernet_cost_epochs", "supernet_train_s", "seed")}
-        row["scoring"] = scoring_epochs(t.n_archs, r["calib_batches"])
-        for order in ORDERS:
-            c = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], order=order)
-            row[f"{order}_conf"] = c.confirmations
-            row[f"{order}_epochs"] = c.epochs
-            row[f"{order}_k"] = c.predicted_front
-            row[f"{order}_hv_k"] = c.hv_at_front
-        strict = pipeline_cost(pred, scorer, t.flops, r["supernet_cost_epochs"], level=STRICT,
-                               max_confirm=t.n_archs, order="hv")
-        row["strict_epochs"] = strict.epochs
         mode = r["mode"] + (f" (arch lr {r['arch_lr']:g})" if "arch_lr" in r else "")
-        groups[r["table"], mode, str(r["epochs"])].append(row)
+        scoring = scoring_epochs(t.n_archs, r["calib_batches"])
+        groups[r["table"], mode, str(r["epochs"])].append(
+            table_row(r, t, np.asarray(r["pred"]), scoring))
+        if r["mode"] == "learned":  # the learned distribution alone: nothing scored
+            r["path_prob"] = np.exp(path_log_probability(r, t))
+            groups[r["table"], mode, f"{r['epochs']}, ranked by path probability"].append(
+                table_row(r, t, r["path_prob"], 0.0))
     print("| table | supernet | seeds | tau | rho | top-10 / top-20 recall | predicted front "
           "(K), HV after K | confirmations to 95 % (acc / hv order) | epochs to 95 %: "
           "training + confirmation (acc / hv) | + scoring | epochs to 99.5 % (hv) |")
