@@ -11,6 +11,7 @@ backward), so one epoch is ``3 x steps x batch`` forward images.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import defaultdict
@@ -44,14 +45,34 @@ def scoring_epochs(n_archs: int, calib_batches: int) -> float:
     return n_archs * per_arch / (3 * steps * batch)
 
 
-def path_log_probability(run: dict, table) -> np.ndarray:
-    """Each architecture's log-probability under a learned run's per-stage distributions."""
+@functools.cache
+def table_options(name: str) -> list[list[int]]:
+    """Per stage, each of table ``name``'s architectures' option index in its supernet."""
     from nas_attn.oneshot import stage_options
 
-    space = table_space(TABLE_SPACES[run["table"]])
+    space = table_space(TABLE_SPACES[name])
     options = [stage_options(space, s) for s in range(len(space.stages))]
-    specs = [space.build(p) for p in table.arch_params]
-    return log_probability(run["arch_probs"], option_index(options, specs))
+    table = load_table(ROOT / "benchmarks" / "tabular" / "data" / f"{name}.npz")
+    return option_index(options, [space.build(p) for p in table.arch_params])
+
+
+def additive_reference(name: str, table) -> np.ndarray:
+    """Each architecture's sum over stages of the table's mean accuracy of its stage's option:
+    the best any ranking by per-stage probabilities can do (in-sample)."""
+    opt_of = [np.asarray(o) for o in table_options(name)]
+    return sum(np.array([table.final_mean[o == k].mean() for k in range(o.max() + 1)])[o]
+               for o in opt_of)
+
+
+def chance_rho(name: str, table, draws: int = 1000) -> np.ndarray:
+    """Spearman's rho of the ranking by random per-stage distributions (each stage's drawn from
+    a flat Dirichlet): what a learned distribution's ranking is measured against."""
+    rng = np.random.default_rng(0)
+    opt_of = table_options(name)
+    counts = [max(o) + 1 for o in opt_of]
+    return np.array([spearman(log_probability([rng.dirichlet(np.ones(n)) for n in counts],
+                                              opt_of), table.final_mean)
+                     for _ in range(draws)])
 
 
 def table_row(r: dict, t, pred: np.ndarray, scoring: float) -> dict:
@@ -87,7 +108,7 @@ def main(paths: list[str]) -> None:
         groups[r["table"], mode, str(r["epochs"])].append(
             table_row(r, t, np.asarray(r["pred"]), scoring))
         if r["mode"] == "learned":  # the learned distribution alone: nothing scored
-            r["path_prob"] = np.exp(path_log_probability(r, t))
+            r["path_prob"] = np.exp(log_probability(r["arch_probs"], table_options(r["table"])))
             groups[r["table"], mode, f"{r['epochs']}, ranked by path probability"].append(
                 table_row(r, t, r["path_prob"], 0.0))
     print("| table | supernet | seeds | tau | rho | top-10 / top-20 recall | predicted front "
@@ -114,7 +135,13 @@ def main(paths: list[str]) -> None:
               f"{FrontScorer.of(t).score([cheap])['hv_ratio']:.3f} of the true front's HV; "
               f"ranking by FLOPs (fewer first): rho {spearman(-t.flops, t.final_mean):.3f}, "
               f"tau {kendall(-t.flops, t.final_mean):.3f}; stand-alone accuracy after epoch 1: "
-              f"rho {epoch1:.3f}")
+              f"rho {epoch1:.3f}; the table's own per-stage option means, added (in-sample, "
+              f"the bound of a ranking by per-stage probabilities): "
+              f"rho {spearman(additive_reference(name, t), t.final_mean):.3f}")
+        chance = chance_rho(name, t)
+        print(f"{name}: ranking by random per-stage distributions (Dirichlet(1), 1,000 draws): "
+              f"rho median {np.median(chance):.3f}, 95th percentile "
+              f"{np.percentile(chance, 95):.3f}, max {chance.max():.3f}")
     for r in runs:
         if r["mode"] == "learned":
             print(f"learned {r['table']} seed {r['seed']} (arch lr {r.get('arch_lr', 'default')}):"
