@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "one
 from oneshot_ranking import (
     confirmation_order,
     kendall,
+    log_probability,
+    option_index,
     pipeline_cost,
     top_k_recall,
 )
@@ -67,3 +69,28 @@ def test_pipeline_cost_counts_confirmations_until_the_level():
     assert cost.hv_at_front < 0.95
     exact = pipeline_cost([0.1, 0.2, 0.9, 0.3], scorer, table.flops, supernet_epochs=5)
     assert (exact.confirmations, exact.epochs, exact.hv_at_front) == (1, 25, 1.0)
+
+
+class _Stage:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def to_dict(self) -> dict:
+        return {"attention": self.name}
+
+
+class _Spec:
+    def __init__(self, *names: str) -> None:
+        self.stages = tuple(_Stage(n) for n in names)
+
+
+def test_option_index_and_log_probability_by_hand():
+    options = [[_Stage("none"), _Stage("se")], [_Stage("none"), _Stage("eca"), _Stage("se")]]
+    specs = [_Spec("se", "none"), _Spec("none", "se"), _Spec("se", "eca")]
+    opt_of = option_index(options, specs)
+    assert opt_of == [[1, 0, 1], [0, 2, 1]]
+    probs = [[0.25, 0.75], [0.5, 0.3, 0.2]]
+    logp = log_probability(probs, opt_of)
+    assert logp == pytest.approx(np.log([0.75 * 0.5, 0.25 * 0.2, 0.75 * 0.3]))
+    with pytest.raises(ValueError):  # a spec whose choice is not an option
+        option_index(options, [_Spec("cbam", "none")])

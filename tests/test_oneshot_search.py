@@ -115,7 +115,7 @@ def test_bad_oneshot_settings_are_refused_naming_the_field(change, field, value)
         parse_study(data)
     assert e.value.field == field and e.value.value == value
     if field == "oneshot.mode":
-        assert tuple(e.value.choices) == ("spos", "fairnas")
+        assert tuple(e.value.choices) == ("spos", "fairnas", "learned")
     if field == "oneshot.epoch":
         assert "epochs" in e.value.choices
 

@@ -1,6 +1,6 @@
 """Measure the supernet against the tabular benchmark (docs/one-shot.md).
 
-For each table, mode (spos / fairnas), supernet epochs and supernet seed: build the table's
+For each table, mode (spos / fairnas / learned), supernet epochs and supernet seed: build the table's
 space's supernet, train it on the table's data with the table's recipe (only the epochs
 changed), score every architecture of the table with inherited weights and recalibrated
 BatchNorm, and compare with the table's mean final accuracy: Kendall's tau, Spearman's rho,
@@ -10,6 +10,12 @@ the true front's hypervolume (supernet training at its real cost, in stand-alone
 
     python benchmarks/oneshot/measure.py --tables attention343 rfa256 \\
         --runs spos:20 fairnas:3 --seeds 0 1 2 --json benchmarks/oneshot/data/measure.json
+
+``learned:24`` trains learned switch weights (``--arch-lr``, ``--arch-split``); with the default
+split of 0.25, 24 epochs cost 20 stand-alone epochs (18 weight steps and 6 held-out forwards
+of a third each per 24-batch epoch), SPOS 20's cost. Its run also records the learned
+per-stage probabilities, their agreement with the table per option (``prob_rho``) and the
+ranking by the learned distribution alone (``logp_tau``, ``logp_rho``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks" / "tabular"), str(Path(__file__).parent)]
 
-from oneshot_ranking import ORDERS, kendall, pipeline_cost, seed_kendall, top_k_recall  # noqa: E402
+from oneshot_ranking import (  # noqa: E402
+    ORDERS,
+    kendall,
+    log_probability,
+    option_index,
+    pipeline_cost,
+    seed_kendall,
+    top_k_recall,
+)
 
 from attnbench.generate import TABLE_DATA, TABLE_SPACES, TABLE_TRAIN, table_space  # noqa: E402
 from attnbench.metrics import FrontScorer, seed_rank_correlation, spearman  # noqa: E402
@@ -66,6 +80,22 @@ def stage_agreement(table, pred: np.ndarray, space) -> list[float]:
     return out
 
 
+def learned_summary(sn, specs, truth: np.ndarray) -> dict:
+    """What the learned distribution says on its own: per stage, Spearman's rho between each
+    option's probability and the table's mean accuracy of the architectures that make it; and
+    the ranking of every architecture by its log-probability under the distribution."""
+    probs = sn.arch_probabilities()
+    opt_of = option_index(sn.options, specs)
+    prob_rho = []
+    for s, p in enumerate(probs):
+        of = np.array(opt_of[s])
+        table_mean = np.array([truth[of == o].mean() for o in range(len(p))])
+        prob_rho.append(spearman(np.array(p), table_mean))
+    logp = log_probability(probs, opt_of)
+    return {"arch_probs": [[round(v, 4) for v in p] for p in probs], "prob_rho": prob_rho,
+            "logp_tau": kendall(logp, truth), "logp_rho": spearman(logp, truth)}
+
+
 def _score_all(sn, specs, data, calib, cfg, threads: int, which=None):
     """Predicted accuracy and milliseconds of the architectures ``which`` (default all)."""
     import torch
@@ -84,7 +114,7 @@ def _score_all(sn, specs, data, calib, cfg, threads: int, which=None):
 
 
 def one_run(name: str, table, mode: str, epochs: str, seed: int, calib_batches: int,
-            threads: int) -> dict:
+            threads: int, learned: dict | None = None) -> dict:
     """``mode`` spos / fairnas with ``epochs`` "E", or fewshot with "E1+E2@S": SPOS for E1
     epochs, then one sub-supernet per option of stage S, each fine-tuned E2 epochs (SPOS with
     that option fixed) and scoring the architectures that make that choice."""
@@ -100,20 +130,19 @@ def one_run(name: str, table, mode: str, epochs: str, seed: int, calib_batches: 
     cfg = TrainConfig(**{**TABLE_TRAIN, "epochs": int(base_epochs), "threads": threads,
                          "device": "cpu", "seed": seed})
     sn = build_supernet(space, seed=seed)
-    training = train_supernet(sn, data, cfg, "spos" if mode == "fewshot" else mode, seed=seed)
+    training = train_supernet(sn, data, cfg, "spos" if mode == "fewshot" else mode, seed=seed,
+                              learned=learned if mode == "learned" else None)
     cost_epochs, train_s = training.cost_epochs, training.train_time_s
     calib = calibration_batches(data, calib_batches, cfg.batch_size, seed=seed)
     if split is None:
         pred_d, ms_d = _score_all(sn, specs, data, calib, cfg, threads)
     else:
         e2, stage = split
-        keys = [json.dumps(o.to_dict(), sort_keys=True) for o in sn.options[stage]]
-        opt_of = [keys.index(json.dumps(sp.stages[stage].to_dict(), sort_keys=True))
-                  for sp in specs]
+        opt_of = option_index(sn.options, specs)[stage]
         shared = copy.deepcopy(sn.state_dict())
         pred_d, ms_d = {}, {}
         sub_cfg = TrainConfig(**{**vars(cfg), "epochs": e2})
-        for o in range(len(keys)):
+        for o in range(len(sn.options[stage])):
             sn.load_state_dict(shared)
             sub = train_supernet(sn, data, sub_cfg, "spos", seed=seed + 1 + o,
                                  fixed={stage: o})
@@ -141,6 +170,8 @@ def one_run(name: str, table, mode: str, epochs: str, seed: int, calib_batches: 
         "stage_rho": stage_agreement(table, pred, space),
         "final_train_loss": training.epochs[-1].train_loss,
     }
+    if mode == "learned":
+        out.update({**(learned or {}), **learned_summary(sn, specs, truth)})
     for order in ORDERS:
         cost = pipeline_cost(pred, scorer, table.flops, cost_epochs, order=order)
         out[f"{order}_predicted_front"] = cost.predicted_front
@@ -156,12 +187,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", nargs="+", default=["attention343", "rfa256"])
     ap.add_argument("--runs", nargs="+", default=["spos:20", "fairnas:3"],
-                    help="mode:epochs of supernet training (spos:20, fairnas:3), or "
+                    help="mode:epochs of supernet training (spos:20, fairnas:3, learned:24), or "
                     "fewshot:E1+E2@STAGE (SPOS E1 epochs, then a sub-supernet per option of "
                     "STAGE fine-tuned E2 epochs)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--arch-lr", type=float, default=None,
+                    help="learned: Adam's step on the logits (default LearnedSettings')")
+    ap.add_argument("--arch-split", type=float, default=None,
+                    help="learned: share of the training images held out for the logits")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out: dict = {"command": " ".join(sys.argv), "ceiling": {}, "runs": []}
@@ -175,8 +210,10 @@ def main() -> None:
             mode, epochs = run.split(":")
             for seed in args.seeds:
                 t0 = time.perf_counter()
+                learned = {k: v for k, v in (("arch_lr", args.arch_lr),
+                                             ("arch_split", args.arch_split)) if v is not None}
                 r = one_run(name, table, mode, epochs, seed, args.calib_batches,
-                            args.threads)
+                            args.threads, learned)
                 r["wall_s"] = time.perf_counter() - t0
                 r["command"] = " ".join(sys.argv)
                 out["runs"].append(r)

@@ -9,6 +9,8 @@ measure.py, tested in tests/test_oneshot_ranking.py).
   front first (non-dominated sorting of (predicted accuracy, FLOPs)), then the next layer;
   inside a layer by predicted accuracy, best first (``acc``), or greedily by predicted
   hypervolume gain (``hv``: the point adding most predicted volume to those already chosen).
+- :func:`option_index`, :func:`log_probability`: a learned supernet's distribution as a
+  ranking of its own (each architecture's log-probability, the sum over stages).
 - :func:`pipeline_cost`: stand-alone epochs until the confirmed set reaches a fraction of the
   true front's hypervolume (confirmation = a 20-epoch stand-alone training, read from the table:
   its architecture scored by the table's true objectives, as the replay scores a search).
@@ -16,8 +18,10 @@ measure.py, tested in tests/test_oneshot_ranking.py).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -42,6 +46,25 @@ def seed_kendall(acc: np.ndarray) -> float:
     final = acc[:, :, -1]
     return float(np.mean([kendall(final[:, i], final[:, j])
                           for i in range(n) for j in range(i + 1, n)]))
+
+
+def option_index(options: Sequence[Sequence[Any]], specs: Sequence[Any]) -> list[list[int]]:
+    """Per stage ``s``, each spec's index in ``options[s]`` (stage entries compared by their
+    canonical dicts)."""
+    out = []
+    for s, opts in enumerate(options):
+        keys = [json.dumps(o.to_dict(), sort_keys=True) for o in opts]
+        out.append([keys.index(json.dumps(sp.stages[s].to_dict(), sort_keys=True))
+                    for sp in specs])
+    return out
+
+
+def log_probability(probs: Sequence[Sequence[float]], opt_of: Sequence[Sequence[int]]
+                    ) -> np.ndarray:
+    """Each architecture's log-probability under per-stage distributions ``probs`` (stage
+    ``s``'s option of architecture ``i`` is ``opt_of[s][i]``)."""
+    return sum(np.log(np.asarray(p, dtype=float))[np.asarray(opt_of[s])]
+               for s, p in enumerate(probs))
 
 
 def top_k_recall(pred: Sequence[float], front: Sequence[int], k: int) -> float:

@@ -2,14 +2,16 @@
 
 - ``supernet.py``: :func:`build_supernet`, :class:`Supernet` (switches, paths, inherited
   weights), :func:`check_space` (what a supernet cannot hold).
-- ``training.py``: :func:`train_supernet` (SPOS, FairNAS), :func:`score` with BatchNorm
-  recalibration.
+- ``training.py``: :func:`train_supernet` (SPOS, FairNAS, learned), :func:`score` with
+  BatchNorm recalibration.
+- ``learned.py``: the learned switch weights (per-stage architecture logits, REINFORCE).
 - ``checkpoint.py``: safetensors + JSON, refused when from another space or recipe.
 
 Loads torch on import: import it where it is used, not from ``nas_attn``.
 """
 
 from nas_attn.oneshot.checkpoint import load_supernet, recipe_of, save_supernet
+from nas_attn.oneshot.learned import LearnedSettings
 from nas_attn.oneshot.supernet import (
     Supernet,
     Switch,
@@ -33,6 +35,7 @@ from nas_attn.oneshot.training import (
 
 __all__ = [
     "MODES",
+    "LearnedSettings",
     "Score",
     "Supernet",
     "SupernetTraining",

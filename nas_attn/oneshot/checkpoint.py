@@ -1,6 +1,7 @@
 """A supernet checkpoint: ``supernet.safetensors`` (the weights, never a pickle) beside
-``supernet.json`` (format, the space's hash, the recipe, the training mode and seed, and what
-was trained). :func:`load_supernet` refuses, naming the difference, a checkpoint of another
+``supernet.json`` (format, the space's hash, the recipe, the training mode and seed, what
+was trained, and each stage's learned distribution ``arch_probs``: uniform unless trained by
+``mode="learned"``; the logits themselves are in the weights file). :func:`load_supernet` refuses, naming the difference, a checkpoint of another
 space or recipe; both files are written atomically, JSON last, so a checkpoint without its JSON
 is an unfinished one."""
 
@@ -40,7 +41,7 @@ def save_supernet(supernet: Supernet, folder: str | Path, recipe: Mapping[str, A
     folder = Path(folder)
     write_atomically(folder / WEIGHTS, lambda p: save_weights(supernet, p))
     meta = {"format": FORMAT, "space_hash": supernet.space_hash, "recipe": dict(recipe),
-            **dict(extra or {})}
+            "arch_probs": supernet.arch_probabilities(), **dict(extra or {})}
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
     return write_atomically(folder / META, lambda p: p.write_text(text))
 

@@ -41,6 +41,7 @@ from torch import nn
 from nas_attn.arch import ArchSpec, ModuleChoice, StageSpec, build_model, canonicalize, load_spec
 from nas_attn.backbones._net import block_plans, find_zoo_modules, make_conv, make_gates
 from nas_attn.errors import ConfigError
+from nas_attn.oneshot.learned import probabilities
 from nas_attn.space import Constraints, SearchSpace, StageSpace
 
 if TYPE_CHECKING:
@@ -156,6 +157,12 @@ class Supernet(nn.Module):
         self._settings: dict[tuple[int, str], list[tuple[Switch, str | None]]] = {}
         first = canonicalize(self.path_spec([0] * len(options)))
         self.backbone, self.backbone_args = first.backbone, dict(first.backbone_args)
+        # the learned switch weights (mode learned, oneshot/learned.py): logits over each
+        # stage's options, zero (uniform) unless trained; buffers, so the weights' optimiser
+        # never sees them and the checkpoint holds them (``arch.s<stage>``)
+        self.arch = nn.Module()
+        for s, opts in enumerate(options):
+            self.arch.register_buffer(f"s{s}", torch.zeros(len(opts)))
 
     @property
     def space_hash(self) -> str:
@@ -163,6 +170,15 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def arch_logits(self) -> list[torch.Tensor]:
+        """Each stage's architecture logits over its options (the tensors themselves)."""
+        return [getattr(self.arch, f"s{s}") for s in range(len(self.options))]
+
+    def arch_probabilities(self) -> list[list[float]]:
+        """Each stage's learned distribution over its options (uniform unless trained by
+        ``mode="learned"``)."""
+        return probabilities(self.arch_logits())
 
     def switches(self) -> Iterator[tuple[str, Switch]]:
         """Every switch as ``(qualified name under net, switch)``."""

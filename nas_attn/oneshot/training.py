@@ -11,11 +11,15 @@ Sampling (pure functions over the stages' option counts, tested directly):
   every stage is trained once per step (a stage with fewer options: ``m // n`` or ``m // n + 1``
   times). The ``m`` paths' gradients are averaged (FairNAS sums them; the mean keeps the
   recipe's step size) before one optimiser step.
+- ``learned``: per-stage architecture logits trained beside the weights; each weight step's
+  path is drawn from their softmax, the logits learn on held-out training images
+  (:mod:`nas_attn.oneshot.learned`).
 
 Training follows :mod:`nas_attn.train`'s recipe (optimiser, cosine schedule with warm-up,
 batch, augmentation, per-step learning rate) through its own pieces; its cost is counted in
-*path passes* (one forward and backward of one path on one batch), so ``cost_epochs`` is in
-epochs of a stand-alone network.
+*path passes* (one forward and backward of one path on one batch; a held-out forward of
+``learned`` counts a third of one), so ``cost_epochs`` is in epochs of a stand-alone network
+on the whole training set.
 
 Scoring (:func:`score`): the architecture's switches set, every BatchNorm's statistics reset and
 re-estimated on ``calib_batches`` training batches (cumulative average, no augmentation;
@@ -36,7 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_attn.backbones.pretrained import make_optimizer
+from nas_attn.config import config_from_mapping
 from nas_attn.errors import ConfigError, NonFiniteLossError
+from nas_attn.oneshot.learned import (
+    FORWARD_SHARE,
+    ArchUpdater,
+    LearnedSettings,
+    arch_step_due,
+    sample_path,
+    split_training,
+)
 from nas_attn.train import (
     TrainConfig,
     evaluate,
@@ -50,7 +63,7 @@ if TYPE_CHECKING:
     from nas_attn.data import DatasetBundle
     from nas_attn.oneshot.supernet import Supernet
 
-MODES = ("spos", "fairnas")
+MODES = ("spos", "fairnas", "learned")
 
 
 def uniform_path(counts: Sequence[int], rng: random.Random) -> tuple[int, ...]:
@@ -89,24 +102,36 @@ class SupernetTraining:
     steps_per_epoch: int = 0
     train_time_s: float = 0.0
     counts: list[list[int]] = field(default_factory=list)  # times each stage option was trained
+    arch_passes: int = 0  # held-out forwards of ``learned`` (a third of a path pass each)
+    arch_probs: list[list[float]] = field(default_factory=list)  # ``learned``: the result
 
     @property
     def cost_epochs(self) -> float:
-        """The training's compute in epochs of one stand-alone network."""
-        return self.path_passes / max(self.steps_per_epoch, 1)
+        """The training's compute in epochs of one stand-alone network (whole training set)."""
+        passes = self.path_passes + self.arch_passes * FORWARD_SHARE
+        return passes / max(self.steps_per_epoch, 1)
 
 
 def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                    mode: str = "spos", *, seed: int | None = None,
                    fixed: Mapping[int, int] | None = None,
-                   callback: Callable[[SupernetEpoch], Any] | None = None) -> SupernetTraining:
+                   callback: Callable[[SupernetEpoch], Any] | None = None,
+                   learned: LearnedSettings | Mapping[str, Any] | None = None
+                   ) -> SupernetTraining:
     """Train ``supernet`` on ``data`` for ``cfg.epochs`` epochs of ``cfg``'s recipe, sampling
     paths by ``mode`` (:data:`MODES`); ``seed`` (default ``cfg.seed``) seeds weights' updates
     and the path draws. ``fixed`` (stage -> option) holds stages at one option: a few-shot
     sub-supernet (Zhao et al., ICML 2021, arXiv 2006.06863) trained from the supernet's
-    weights."""
+    weights. ``learned`` (:class:`~nas_attn.oneshot.learned.LearnedSettings` or its mapping;
+    default settings) is for ``mode="learned"`` only; the logits it trains stay in
+    ``supernet.arch_logits()``."""
     if mode not in MODES:
         raise ConfigError("oneshot.mode", mode, "unknown supernet training mode", MODES)
+    if learned is not None and mode != "learned":
+        raise ConfigError("learned", dict(learned) if isinstance(learned, Mapping)
+                          else vars(learned), "architecture-parameter settings need mode "
+                          f"'learned', not {mode!r}", ["learned"])
+    settings = config_from_mapping(LearnedSettings, learned, "learned")
     device = resolve_device(cfg.device)
     seed = cfg.seed if seed is None else seed
     fixed = dict(fixed or {})
@@ -124,16 +149,23 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
         x_train, y_train = data.train
         n = len(y_train)
         bs = min(cfg.batch_size, n)
-        steps = n // bs
-        total, warmup = steps * cfg.epochs, round(cfg.warmup_epochs * steps)
-        result.steps_per_epoch = steps
-        opt = make_optimizer(model, cfg)
+        result.steps_per_epoch = n // bs
         gen = torch.Generator().manual_seed(seed)
+        weight_idx, arch_idx = torch.arange(n), torch.arange(0)
+        arch: ArchUpdater | None = None
+        if mode == "learned":
+            weight_idx, arch_idx = split_training(n, bs, settings, gen)
+            arch = ArchUpdater(supernet.arch_logits(), settings, sorted(fixed))
+        steps, arch_steps = len(weight_idx) // bs, len(arch_idx) // bs
+        total, warmup = steps * cfg.epochs, round(cfg.warmup_epochs * steps)
+        opt = make_optimizer(model, cfg)
         t0 = time.perf_counter()
         step = 0
         for epoch in range(1, cfg.epochs + 1):
             model.train()
-            perm = torch.randperm(n, generator=gen)
+            perm = weight_idx[torch.randperm(len(weight_idx), generator=gen)]
+            arch_perm = arch_idx[torch.randperm(len(arch_idx), generator=gen)]
+            arch_done = 0
             loss_sum = 0.0
             for b in range(steps):
                 idx = perm[b * bs:(b + 1) * bs]
@@ -142,7 +174,8 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, total, warmup, cfg.lr)
                 paths = ([uniform_path(counts, rng)] if mode == "spos"
-                         else fair_paths(counts, rng))
+                         else fair_paths(counts, rng) if mode == "fairnas"
+                         else [sample_path(supernet.arch_logits(), rng)])
                 opt.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 for path in paths:
@@ -163,14 +196,35 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                 step += 1
                 result.path_passes += len(paths)
                 loss_sum += step_loss
+                if arch is not None and arch_step_due(b, steps, arch_steps):
+                    a_idx = arch_perm[arch_done * bs:(arch_done + 1) * bs]
+                    arch_done += 1
+                    _arch_step(supernet, arch, fixed, normalize(x_train[a_idx].to(device)),
+                               y_train[a_idx].to(device), rng)
+                    result.arch_passes += 1
             ep = SupernetEpoch(epoch, loss_sum / max(steps, 1), result.path_passes,
                                time.perf_counter() - t0)
             result.epochs.append(ep)
             if callback is not None:
                 callback(ep)
         result.train_time_s = time.perf_counter() - t0
+        if arch is not None:
+            arch.close()
+            result.arch_probs = supernet.arch_probabilities()
     model.eval()
     return result
+
+
+def _arch_step(supernet: Supernet, arch: ArchUpdater, fixed: Mapping[int, int],
+               xb: torch.Tensor, yb: torch.Tensor, rng: random.Random) -> None:
+    """One REINFORCE step of the logits: a path drawn from them, its loss on a held-out
+    batch (batch statistics, as the weight steps see them; no gradient) the negative reward."""
+    path = tuple(fixed.get(s, o) for s, o in enumerate(sample_path(supernet.arch_logits(),
+                                                                    rng)))
+    supernet.activate_path(path)
+    with torch.no_grad():
+        loss = F.cross_entropy(supernet(xb), yb).item()
+    arch.step(path, -loss)
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
