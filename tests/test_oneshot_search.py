@@ -102,7 +102,7 @@ def test_an_owned_trial_with_fixed_parameters_suggests_them():
     ({"epochs": 0}, "oneshot.epochs", 0),
     ({"proposals": "many"}, "oneshot.proposals", "many"),
     ({"confirm": 0}, "oneshot.confirm", 0),
-    ({"seeds": 3}, "oneshot.seeds", 3),
+    ({"seeds": 0}, "oneshot.seeds", 0),
     ({"calibration_batches": 1.5}, "oneshot.calibration_batches", 1.5),
     ({"epoch": 3}, "oneshot.epoch", "epoch"),
 ])
@@ -380,3 +380,77 @@ def test_the_supernet_phase_trains_once_reuses_a_finished_checkpoint_refuses_ano
         oneshot_run.prepare_confirmation(setup, study, ctx)
     assert e.value.field == "checkpoint.recipe.epochs" and e.value.value == 5
     assert list(e.value.choices) == [1]
+
+
+# -- confirmation with several seeds (nas_attn/search/confirm_seeds.py) -----------------------
+
+
+def test_mean_curve_averages_what_every_seed_reported():
+    from nas_attn.search.confirm_seeds import mean_curve
+
+    a = [{"val_accuracy": 0.5, "train_loss": 2.0, "gpu": "x"}, {"val_accuracy": 0.7}]
+    b = [{"val_accuracy": 0.3, "train_loss": 1.0}, {"val_accuracy": 0.9, "val_loss": 1.0}]
+    assert mean_curve([a, b]) == [{"train_loss": 1.5, "val_accuracy": 0.4},
+                                  {"val_accuracy": pytest.approx(0.8)}]
+    assert mean_curve([]) == []
+    with pytest.raises(ValueError):  # seeds of different lengths are not averaged
+        mean_curve([a, b[:1]])
+
+
+def test_seeds_evaluator_reports_the_mean_keeps_each_seed_and_skips_finished_ones(
+        tmp_path, monkeypatch):
+    """Two seeds of a real (tiny) training: the reports are the per-epoch means, the last one
+    carries each seed's accuracy; each seed keeps its weights and curve; a second call (a
+    resumed run's trial) trains no finished seed, and only the seed whose record is gone."""
+    from nas_attn.search import evaluators
+    from nas_attn.search.confirm_seeds import PER_SEED, seed_record_name, train_seeds
+    from nas_attn.search.from_study import setup_from_study_file
+    from nas_attn.search.oneshot_plan import OneShotSettings
+    from nas_attn.search.oneshot_run import seeded
+    from nas_attn.search.searcher import evaluator_attrs
+    from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name
+
+    data = copy.deepcopy(STUDY)
+    data["train"]["epochs"] = 2
+    data["train"]["seed"] = 5
+    data["data"].update(train_size=64, val_size=64, test_size=32)
+    setup = setup_from_study_file(_write(tmp_path, data))
+    assert seeded(setup, OneShotSettings(seeds=1)) == {}
+    confirm = seeded(setup, OneShotSettings(seeds=2))
+    assert confirm["evaluator"] == "nas_attn.search.confirm_seeds:train_seeds"
+    settings = dict(confirm["evaluate_settings"])
+    assert settings["confirm_seeds"] == {"evaluator": setup.evaluator, "seeds": [5, 6]}
+    folder = tmp_path / "checkpoints"
+    settings[TRIAL_KEY] = {"spec_hash": "h1", "checkpoint_dir": str(folder)}
+    import random
+
+    space = setup.propose.space
+    spec = space.build(space.sample_params(random.Random(0))).to_dict()
+    trained: list[int] = []
+    original = evaluators.train_and_report
+
+    def counting(spec_, settings_, report):
+        trained.append(int(settings_["train"]["seed"]))
+        original(spec_, settings_, report)
+
+    monkeypatch.setattr(evaluators, "train_and_report", counting)
+    reports: list[dict] = []
+    train_seeds(spec, dict(settings), reports.append)
+    assert trained == [5, 6] and len(reports) == 2
+    curves = {s: json.loads((folder / seed_record_name("h1", s)).read_text())["curve"]
+              for s in (5, 6)}
+    for epoch in range(2):
+        assert reports[epoch]["val_accuracy"] == pytest.approx(
+            (curves[5][epoch]["val_accuracy"] + curves[6][epoch]["val_accuracy"]) / 2)
+    attrs = evaluator_attrs(reports[-1])
+    assert attrs["confirm_seeds"] == [5, 6]
+    assert attrs[PER_SEED] == [curves[5][-1]["val_accuracy"], curves[6][-1]["val_accuracy"]]
+    assert (folder / checkpoint_name("h1", 5)).is_file()
+    assert (folder / checkpoint_name("h1", 6)).is_file()
+
+    again: list[dict] = []
+    train_seeds(spec, dict(settings), again.append)
+    assert trained == [5, 6] and again == reports  # nothing trained, the same reports
+    (folder / seed_record_name("h1", 6)).unlink()
+    train_seeds(spec, dict(settings), again.append)
+    assert trained == [5, 6, 6]

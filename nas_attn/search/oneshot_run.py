@@ -19,7 +19,9 @@ Three phases, all in the run folder, each resumable after ``kill -9``:
    study for each with its parameters fixed, so every confirmation is a real trial trained
    stand-alone with the study's recipe (early stopping off: K trials are not a population
    to halve), carrying its predictions as user attrs ``predicted_<objective>`` and
-   ``predicted_number``. The run's front is the confirmed one.
+   ``predicted_number``; with ``oneshot.seeds`` K > 1 each trial trains it with K seeds and
+   reports the mean (:mod:`nas_attn.search.confirm_seeds`). The run's front is the confirmed
+   one.
 
 The runner calls :func:`prepare_confirmation` before its segment; phase 3 is the runner's own
 segment.
@@ -122,8 +124,22 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
                            "predicted_number": p.number} for p in picks}
     queue = [dict(p.params) for p in todo]
     confirm = dataclasses.replace(setup, propose=ConfirmProposer(setup.propose, attrs),
-                                  early_stopping={})
+                                  early_stopping={}, **seeded(setup, settings))
     return confirm, lambda: queue.pop(0) if queue else None
+
+
+def seeded(setup: Any, settings: OneShotSettings) -> dict[str, Any]:
+    """The evaluator of a confirmation with ``settings.seeds`` > 1: each trial trains its
+    architecture once per seed (:mod:`nas_attn.search.confirm_seeds`); {} for one seed."""
+    from nas_attn.config import parse_seeds
+    from nas_attn.search.confirm_seeds import SEEDS_EVALUATOR, seeded_settings
+
+    if settings.seeds == 1:
+        return {}
+    first = int(setup.evaluate_settings["train"].get("seed", 0))
+    seeds = parse_seeds(settings.seeds, "oneshot.seeds", first=first)
+    return {"evaluator": SEEDS_EVALUATOR,
+            "evaluate_settings": seeded_settings(setup.evaluate_settings, setup.evaluator, seeds)}
 
 
 def _update(ctx: OneShotContext, oneshot: dict[str, Any], **changes: Any) -> None:
