@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,7 @@ from torch import nn
 
 from nas_attn.backbones.pretrained import make_optimizer
 from nas_attn.errors import ConfigError, NonFiniteLossError
+from nas_attn.oneshot.checkpoint import restore_training, training_state
 from nas_attn.train import (
     TrainConfig,
     evaluate,
@@ -89,6 +90,7 @@ class SupernetTraining:
     steps_per_epoch: int = 0
     train_time_s: float = 0.0
     counts: list[list[int]] = field(default_factory=list)  # times each stage option was trained
+    epoch_type: ClassVar[type] = SupernetEpoch
 
     @property
     def cost_epochs(self) -> float:
@@ -99,12 +101,16 @@ class SupernetTraining:
 def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                    mode: str = "spos", *, seed: int | None = None,
                    fixed: Mapping[int, int] | None = None,
-                   callback: Callable[[SupernetEpoch], Any] | None = None) -> SupernetTraining:
+                   callback: Callable[[SupernetEpoch], Any] | None = None,
+                   resume: Mapping[str, Any] | None = None,
+                   on_state: Callable[[dict[str, Any]], Any] | None = None) -> SupernetTraining:
     """Train ``supernet`` on ``data`` for ``cfg.epochs`` epochs of ``cfg``'s recipe, sampling
     paths by ``mode`` (:data:`MODES`); ``seed`` (default ``cfg.seed``) seeds weights' updates
     and the path draws. ``fixed`` (stage -> option) holds stages at one option: a few-shot
     sub-supernet (Zhao et al., ICML 2021, arXiv 2006.06863) trained from the supernet's
-    weights."""
+    weights. ``on_state`` gets the resumable state after every epoch but the last
+    (:func:`~nas_attn.oneshot.checkpoint.training_state`), before ``callback``; ``resume``
+    (such a state) goes on after its epoch, ending with the weights of an uninterrupted run."""
     if mode not in MODES:
         raise ConfigError("oneshot.mode", mode, "unknown supernet training mode", MODES)
     device = resolve_device(cfg.device)
@@ -130,8 +136,11 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
         opt = make_optimizer(model, cfg)
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
-        step = 0
-        for epoch in range(1, cfg.epochs + 1):
+        step, first = 0, 1
+        if resume is not None:
+            first, step, elapsed = restore_training(resume, model, opt, rng, gen, result)
+            t0 -= elapsed
+        for epoch in range(first, cfg.epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=gen)
             loss_sum = 0.0
@@ -166,6 +175,9 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
             ep = SupernetEpoch(epoch, loss_sum / max(steps, 1), result.path_passes,
                                time.perf_counter() - t0)
             result.epochs.append(ep)
+            if on_state is not None and epoch < cfg.epochs:
+                on_state(training_state(epoch, step, model, opt, rng, gen, result,
+                                        time.perf_counter() - t0))
             if callback is not None:
                 callback(ep)
         result.train_time_s = time.perf_counter() - t0

@@ -5,9 +5,10 @@ Three phases, all in the run folder, each resumable after ``kill -9``:
 1. **supernet**: the supernet of the study's space trained once, as one Ray trial through the
    search's execution layer (:func:`nas_attn.search.execution.run_segment`, the
    :func:`supernet_trial` trainable), with the study's recipe and ``oneshot.epochs``;
-   checkpointed in ``RUN_DIR/supernet/`` (:func:`nas_attn.oneshot.save_supernet`). A resume
-   reuses a finished checkpoint (its JSON is written last), refuses one of another space or
-   recipe (naming the difference), and retrains an unfinished one from the start.
+   checkpointed in ``RUN_DIR/supernet/`` (:func:`nas_attn.oneshot.save_supernet`), its
+   progress kept after every epoch (``progress.pt``). A resume reuses a finished checkpoint
+   (its JSON is written last), refuses a checkpoint or progress of another space or recipe
+   (naming the difference), and resumes an unfinished training after its last kept epoch.
 2. **search**: on the driver, Optuna (the study's sampler and objectives) proposes
    ``oneshot.proposals`` architectures; each is scored against the supernet (inherited
    weights, BatchNorm recalibrated, validation accuracy) and its costs come from the cost model
@@ -96,6 +97,7 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
     """Phases 1 and 2 (each skipped when done), then the setup and the fixed parameters of the
     confirmation segment; sets ``requested_trials`` (K) in run.json."""
     from nas_attn.oneshot import build_supernet, load_supernet
+    from nas_attn.oneshot.checkpoint import load_progress
 
     settings = OneShotSettings(**setup.oneshot)
     rec = recipe(setup)
@@ -103,8 +105,11 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
     supernet = build_supernet(setup.propose.space, seed=int(rec["seed"]))
     oneshot = dict(ctx.info.get("oneshot") or {})
     if not (folder / "supernet.json").is_file():
+        progress = load_progress(folder, supernet, rec)  # refuses another space or recipe
+        after = f", resumed after epoch {progress['epoch']}" if progress else ""
         ctx.say(f"one-shot 1/3: training the supernet ({settings.mode}, {settings.epochs} "
-                "epochs) as one Ray trial")
+                f"epochs{after}) as one Ray trial")
+        del progress
         _update(ctx, oneshot, phase="supernet")
         train_phase(setup, ctx, folder, rec)
     meta = load_supernet(supernet, folder, rec)  # refuses another space or recipe
@@ -248,6 +253,7 @@ def supernet_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> No
 
     from nas_attn.data import load_dataset
     from nas_attn.oneshot import build_supernet, save_supernet, train_supernet
+    from nas_attn.oneshot.checkpoint import PROGRESS, load_progress, save_progress
     from nas_attn.search.fingerprint import canonical_json
     from nas_attn.search.trainable import trial_device, worker_cache
     from nas_attn.space import parse_space
@@ -270,11 +276,16 @@ def supernet_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> No
     cfg = TrainConfig(**{**rec, "seed": seed, "threads": cpus, "device": trial_device(
         "auto", settings.get("gpus_per_trial"))})
     supernet = build_supernet(space, seed=seed)
-    run = train_supernet(supernet, data, cfg, mode, callback=lambda ep: tune.report(
-        {"epoch": ep.epoch, "train_loss": ep.train_loss, "path_passes": ep.path_passes}))
-    save_supernet(supernet.to("cpu"), settings["folder"], settings["recipe"],
+    folder = Path(settings["folder"])
+    resume = load_progress(folder, supernet, settings["recipe"])  # refused: another recipe
+    run = train_supernet(supernet, data, cfg, mode, resume=resume, callback=lambda ep: tune.report(
+        {"epoch": ep.epoch, "train_loss": ep.train_loss, "path_passes": ep.path_passes}),
+        on_state=lambda st: save_progress(folder, st, space.hash, settings["recipe"]))
+    save_supernet(supernet.to("cpu"), folder, settings["recipe"],
                   {"cost_epochs": run.cost_epochs, "train_time_s": round(run.train_time_s, 3),
-                   "epochs": len(run.epochs)})
+                   "epochs": len(run.epochs),
+                   "resumed_after_epoch": int(resume["epoch"]) if resume else 0})
+    (folder / PROGRESS).unlink(missing_ok=True)
 
 
 # -- phase 2: Optuna against the supernet, on the driver --------------------------------------
