@@ -1,8 +1,8 @@
 """The one-shot pipeline (nas_attn/search/oneshot_plan.py, oneshot_run.py; docs/one-shot.md):
 which predicted architectures are confirmed (pure), the study's ``evaluator: supernet`` /
-``oneshot:`` refusals, the fingerprint, the search phase's resume on the driver, and one end to
-end run through Ray (supernet trial, proposals, confirmation; interrupted, resumed, resumed
-again) on a tiny space and tiny data."""
+``oneshot:`` refusals, the fingerprint, the search phase's resume on the driver, the supernet
+phase's decisions and the multi-seed confirmation's evaluator, without Ray. The end-to-end run
+through Ray (killed, resumed, resumed again) is tests/test_oneshot_kill.py."""
 
 from __future__ import annotations
 
@@ -237,71 +237,7 @@ def test_search_phase_resumes_without_scoring_again(tmp_path, monkeypatch):
         assert 0 <= p.values[0] <= 1 and p.values[1] > 0 and values[p.spec_hash] == p.values
 
 
-# -- end to end, through Ray ------------------------------------------------------------------
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monkeypatch,
-                                                                  without_session_plugins):
-    """Phases 1-2 run, phase 3 is cut short (Ctrl-C as the confirmation segment starts); a
-    resume confirms without retraining the supernet or rescoring; a second resume does
-    nothing new. The run's front is the confirmed trials, which carry their predictions."""
-    from nas_attn.search import execution as ex
-    from nas_attn.search.from_study import setup_from_study_file
-
-    run = tmp_path / "run"
-    setup = setup_from_study_file(_write(tmp_path, STUDY))
-    with ex.ray_runtime(None, 2):  # one runtime for every phase and resume (saves starts)
-        _interrupt_resume_resume(run, setup, monkeypatch)
-
-
-def _interrupt_resume_resume(run: Path, setup, monkeypatch) -> None:
-    import optuna
-
-    import nas_attn
-    from nas_attn.search import runner
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(runner, "_execute", interrupted)
-        s = runner.run_search(setup, out=run, quiet=True, num_cpus=2)
-    assert s.status == "interrupted"
-    info = json.loads((run / "run.json").read_text())
-    assert info["oneshot"]["phase"] == "confirm" and len(info["oneshot"]["picks"]) == 2
-    ckpt = run / "supernet" / "supernet.json"
-    stamp = ckpt.stat().st_mtime_ns
-    storage = f"sqlite:///{run / 'study.db'}"
-    predicted = optuna.load_study(study_name="tiny-oneshot:predicted", storage=storage)
-    n_predicted = len(predicted.trials)
-    assert sum(t.state.name == "COMPLETE" for t in predicted.trials) == 8
-
-    s = runner.resume_run(run, quiet=True, num_cpus=2)
-    assert s.status == "finished" and s.finished == 2 and s.complete == 2
-    assert ckpt.stat().st_mtime_ns == stamp  # the finished checkpoint was reused
-    assert len(optuna.load_study(study_name="tiny-oneshot:predicted",
-                                 storage=storage).trials) == n_predicted
-    r = nas_attn.load_run(run)
-    trials = optuna.load_study(study_name="tiny-oneshot", storage=storage).trials
-    assert sorted(t.user_attrs["spec_hash"] for t in trials) == sorted(info["oneshot"]["picks"])
-    for t in trials:
-        assert t.state.name == "COMPLETE"
-        assert 0 <= t.user_attrs["predicted_val_accuracy"] <= 1
-        assert t.user_attrs["predicted_flops"] == t.values[1]
-        assert predicted.trials[t.user_attrs["predicted_number"]].params == t.params
-    assert set(r.front()["number"]) <= {t.number for t in trials} and len(r.front()) >= 1
-    from nas_attn.viz.dashboard import ONESHOT_ID, build, figures
-
-    board = build(r.study, dict(r.info))
-    assert board.oneshot.numbers == tuple(sorted(t.number for t in trials))
-    assert ONESHOT_ID in figures(board)
-
-    s = runner.resume_run(run, quiet=True, num_cpus=2)
-    assert s.status == "finished" and s.finished == 2
-    assert len(optuna.load_study(study_name="tiny-oneshot", storage=storage).trials) == 2
-    assert ckpt.stat().st_mtime_ns == stamp
+# -- end to end, through Ray: tests/test_oneshot_kill.py (kill -9, resume, resume again) -------
 
 
 # -- the dashboard's view ---------------------------------------------------------------------

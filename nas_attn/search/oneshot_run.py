@@ -72,6 +72,9 @@ class OneShotContext:
     quiet: bool
     console: Any
     sampler: Callable[[int], Any]
+    # enters a Ray runtime kept until the run's end (the runner's), so the supernet's trial
+    # and the confirmation share one start; None: a runtime for the supernet's trial alone
+    runtime: Callable[[], Any] | None = None
 
     def say(self, text: str) -> None:
         if not self.quiet and self.console is not None:
@@ -234,7 +237,9 @@ def train_phase(setup: Any, ctx: OneShotContext, folder: Path, rec: Mapping[str,
                 "data": dict(setup.evaluate_settings["data"]), "folder": str(folder.resolve()),
                 "cpus_per_trial": o.cpus_per_trial, "gpus_per_trial": o.gpus_per_trial}
     job = SupernetJob({"spec_hash": "supernet"}, int(rec["epochs"]), ctx.info["run_id"])
-    with ex.ray_runtime(ctx.address, ctx.num_cpus, ctx.num_gpus):
+    if ctx.runtime is not None:
+        ctx.runtime()
+    with ex.ray_runtime(ctx.address, ctx.num_cpus, ctx.num_gpus):  # joins the runner's
         interrupted = ex.run_segment(supernet_trial, settings, job, ctx.run_dir,
                                      ex.TrialResources(o.cpus_per_trial, o.gpus_per_trial), jobs=1)
     if interrupted:
