@@ -7,6 +7,7 @@ RUNNING); a second resume trains and scores nothing."""
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -15,26 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 from kill_helpers import cli, env, interrupt_when, start
+from test_oneshot_search import STUDY as ONESHOT_STUDY  # the tiny space, recipe and search
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-STUDY = {
-    "name": "kill-oneshot",
-    "space": {"name": "tiny-os", "backbone": "tiny",
-              "stages": {"default": {"attention": {"none": None, "se": {"rd_ratio": [0.25]},
-                                                   "eca": {"kernel_size": [3]}},
-                                     "position": ["post_bn"]}}},
-    "data": {"name": "synthetic", "image_size": 16, "train_size": 512, "val_size": 64,
-             "test_size": 32},
-    "train": {"epochs": 1, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "threads": 1,
-              "seed": 0},
-    "early_stopping": {"enabled": False},
-    "search": {"trials": 4, "sampler": "tpe", "seed": 0, "max_concurrent": 2,
-               "cpus_per_trial": 1},
-    "evaluator": "supernet",
-    "oneshot": {"epochs": 3, "proposals": 4, "confirm": 2, "seeds": 2,
-                "calibration_batches": 1},
-}
+STUDY = {**copy.deepcopy(ONESHOT_STUDY), "name": "kill-oneshot",
+         "data": {"name": "synthetic", "image_size": 16, "train_size": 512, "val_size": 64,
+                  "test_size": 32},
+         "oneshot": {"epochs": 3, "proposals": 4, "confirm": 2, "seeds": 2,
+                     "calibration_batches": 1}}
 
 
 def test_kill_9_while_the_supernet_trains_then_resume(tmp_path: Path,
