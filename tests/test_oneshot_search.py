@@ -390,3 +390,13 @@ def test_seeds_evaluator_reports_the_mean_keeps_each_seed_and_skips_finished_one
     (folder / seed_record_name("h1", 6)).unlink()
     train_seeds(spec, dict(settings), again.append)
     assert trained == [5, 6, 6]
+
+
+def test_a_reports_user_attrs_are_read_only_as_a_json_object():
+    from nas_attn.search.searcher import evaluator_attrs
+
+    assert evaluator_attrs({"user_attrs": '{"seed_val_accuracy": [0.5, 0.7]}'}) == {
+        "seed_val_accuracy": [0.5, 0.7]}
+    assert evaluator_attrs({"val_accuracy": 0.5}) == {}
+    assert evaluator_attrs({"user_attrs": "not json"}) == {}
+    assert evaluator_attrs({"user_attrs": "[1, 2]"}) == {}
