@@ -1,8 +1,8 @@
 """The one-shot pipeline (nas_attn/search/oneshot_plan.py, oneshot_run.py; docs/one-shot.md):
 which predicted architectures are confirmed (pure), the study's ``evaluator: supernet`` /
-``oneshot:`` refusals, the fingerprint, the search phase's resume on the driver, and one end to
-end run through Ray (supernet trial, proposals, confirmation; interrupted, resumed, resumed
-again) on a tiny space and tiny data."""
+``oneshot:`` refusals, the fingerprint, the search phase's resume on the driver, the supernet
+phase's decisions and the multi-seed confirmation's evaluator, without Ray. The end-to-end run
+through Ray (killed, resumed, resumed again) is tests/test_oneshot_kill.py."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_an_owned_trial_with_fixed_parameters_suggests_them():
     ({"epochs": 0}, "oneshot.epochs", 0),
     ({"proposals": "many"}, "oneshot.proposals", "many"),
     ({"confirm": 0}, "oneshot.confirm", 0),
-    ({"seeds": 3}, "oneshot.seeds", 3),
+    ({"seeds": 0}, "oneshot.seeds", 0),
     ({"calibration_batches": 1.5}, "oneshot.calibration_batches", 1.5),
     ({"epoch": 3}, "oneshot.epoch", "epoch"),
 ])
@@ -237,71 +237,7 @@ def test_search_phase_resumes_without_scoring_again(tmp_path, monkeypatch):
         assert 0 <= p.values[0] <= 1 and p.values[1] > 0 and values[p.spec_hash] == p.values
 
 
-# -- end to end, through Ray ------------------------------------------------------------------
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_one_shot_run_interrupted_then_resumed_then_resumed_again(tmp_path, monkeypatch,
-                                                                  without_session_plugins):
-    """Phases 1-2 run, phase 3 is cut short (Ctrl-C as the confirmation segment starts); a
-    resume confirms without retraining the supernet or rescoring; a second resume does
-    nothing new. The run's front is the confirmed trials, which carry their predictions."""
-    from nas_attn.search import execution as ex
-    from nas_attn.search.from_study import setup_from_study_file
-
-    run = tmp_path / "run"
-    setup = setup_from_study_file(_write(tmp_path, STUDY))
-    with ex.ray_runtime(None, 2):  # one runtime for every phase and resume (saves starts)
-        _interrupt_resume_resume(run, setup, monkeypatch)
-
-
-def _interrupt_resume_resume(run: Path, setup, monkeypatch) -> None:
-    import optuna
-
-    import nas_attn
-    from nas_attn.search import runner
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as m:
-        m.setattr(runner, "_execute", interrupted)
-        s = runner.run_search(setup, out=run, quiet=True, num_cpus=2)
-    assert s.status == "interrupted"
-    info = json.loads((run / "run.json").read_text())
-    assert info["oneshot"]["phase"] == "confirm" and len(info["oneshot"]["picks"]) == 2
-    ckpt = run / "supernet" / "supernet.json"
-    stamp = ckpt.stat().st_mtime_ns
-    storage = f"sqlite:///{run / 'study.db'}"
-    predicted = optuna.load_study(study_name="tiny-oneshot:predicted", storage=storage)
-    n_predicted = len(predicted.trials)
-    assert sum(t.state.name == "COMPLETE" for t in predicted.trials) == 8
-
-    s = runner.resume_run(run, quiet=True, num_cpus=2)
-    assert s.status == "finished" and s.finished == 2 and s.complete == 2
-    assert ckpt.stat().st_mtime_ns == stamp  # the finished checkpoint was reused
-    assert len(optuna.load_study(study_name="tiny-oneshot:predicted",
-                                 storage=storage).trials) == n_predicted
-    r = nas_attn.load_run(run)
-    trials = optuna.load_study(study_name="tiny-oneshot", storage=storage).trials
-    assert sorted(t.user_attrs["spec_hash"] for t in trials) == sorted(info["oneshot"]["picks"])
-    for t in trials:
-        assert t.state.name == "COMPLETE"
-        assert 0 <= t.user_attrs["predicted_val_accuracy"] <= 1
-        assert t.user_attrs["predicted_flops"] == t.values[1]
-        assert predicted.trials[t.user_attrs["predicted_number"]].params == t.params
-    assert set(r.front()["number"]) <= {t.number for t in trials} and len(r.front()) >= 1
-    from nas_attn.viz.dashboard import ONESHOT_ID, build, figures
-
-    board = build(r.study, dict(r.info))
-    assert board.oneshot.numbers == tuple(sorted(t.number for t in trials))
-    assert ONESHOT_ID in figures(board)
-
-    s = runner.resume_run(run, quiet=True, num_cpus=2)
-    assert s.status == "finished" and s.finished == 2
-    assert len(optuna.load_study(study_name="tiny-oneshot", storage=storage).trials) == 2
-    assert ckpt.stat().st_mtime_ns == stamp
+# -- end to end, through Ray: tests/test_oneshot_kill.py (kill -9, resume, resume again) -------
 
 
 # -- the dashboard's view ---------------------------------------------------------------------
@@ -380,3 +316,87 @@ def test_the_supernet_phase_trains_once_reuses_a_finished_checkpoint_refuses_ano
         oneshot_run.prepare_confirmation(setup, study, ctx)
     assert e.value.field == "checkpoint.recipe.epochs" and e.value.value == 5
     assert list(e.value.choices) == [1]
+
+
+# -- confirmation with several seeds (nas_attn/search/confirm_seeds.py) -----------------------
+
+
+def test_mean_curve_averages_what_every_seed_reported():
+    from nas_attn.search.confirm_seeds import mean_curve
+
+    a = [{"val_accuracy": 0.5, "train_loss": 2.0, "gpu": "x"}, {"val_accuracy": 0.7}]
+    b = [{"val_accuracy": 0.3, "train_loss": 1.0}, {"val_accuracy": 0.9, "val_loss": 1.0}]
+    assert mean_curve([a, b]) == [{"train_loss": 1.5, "val_accuracy": 0.4},
+                                  {"val_accuracy": pytest.approx(0.8)}]
+    assert mean_curve([]) == []
+    with pytest.raises(ValueError):  # seeds of different lengths are not averaged
+        mean_curve([a, b[:1]])
+
+
+def test_seeds_evaluator_reports_the_mean_keeps_each_seed_and_skips_finished_ones(
+        tmp_path, monkeypatch):
+    """Two seeds of a real (tiny) training: the reports are the per-epoch means, the last one
+    carries each seed's accuracy; each seed keeps its weights and curve; a second call (a
+    resumed run's trial) trains no finished seed, and only the seed whose record is gone."""
+    from nas_attn.search import evaluators
+    from nas_attn.search.confirm_seeds import PER_SEED, seed_record_name, train_seeds
+    from nas_attn.search.from_study import setup_from_study_file
+    from nas_attn.search.oneshot_plan import OneShotSettings
+    from nas_attn.search.oneshot_run import seeded
+    from nas_attn.search.searcher import evaluator_attrs
+    from nas_attn.search.trainable import TRIAL_KEY, checkpoint_name
+
+    data = copy.deepcopy(STUDY)
+    data["train"]["epochs"] = 2
+    data["train"]["seed"] = 5
+    data["data"].update(train_size=64, val_size=64, test_size=32)
+    setup = setup_from_study_file(_write(tmp_path, data))
+    assert seeded(setup, OneShotSettings(seeds=1)) == {}
+    confirm = seeded(setup, OneShotSettings(seeds=2))
+    assert confirm["evaluator"] == "nas_attn.search.confirm_seeds:train_seeds"
+    settings = dict(confirm["evaluate_settings"])
+    assert settings["confirm_seeds"] == {"evaluator": setup.evaluator, "seeds": [5, 6]}
+    folder = tmp_path / "checkpoints"
+    settings[TRIAL_KEY] = {"spec_hash": "h1", "checkpoint_dir": str(folder)}
+    import random
+
+    space = setup.propose.space
+    spec = space.build(space.sample_params(random.Random(0))).to_dict()
+    trained: list[int] = []
+    original = evaluators.train_and_report
+
+    def counting(spec_, settings_, report):
+        trained.append(int(settings_["train"]["seed"]))
+        original(spec_, settings_, report)
+
+    monkeypatch.setattr(evaluators, "train_and_report", counting)
+    reports: list[dict] = []
+    train_seeds(spec, dict(settings), reports.append)
+    assert trained == [5, 6] and len(reports) == 2
+    curves = {s: json.loads((folder / seed_record_name("h1", s)).read_text())["curve"]
+              for s in (5, 6)}
+    for epoch in range(2):
+        assert reports[epoch]["val_accuracy"] == pytest.approx(
+            (curves[5][epoch]["val_accuracy"] + curves[6][epoch]["val_accuracy"]) / 2)
+    attrs = evaluator_attrs(reports[-1])
+    assert attrs["confirm_seeds"] == [5, 6]
+    assert attrs[PER_SEED] == [curves[5][-1]["val_accuracy"], curves[6][-1]["val_accuracy"]]
+    assert (folder / checkpoint_name("h1", 5)).is_file()
+    assert (folder / checkpoint_name("h1", 6)).is_file()
+
+    again: list[dict] = []
+    train_seeds(spec, dict(settings), again.append)
+    assert trained == [5, 6] and again == reports  # nothing trained, the same reports
+    (folder / seed_record_name("h1", 6)).unlink()
+    train_seeds(spec, dict(settings), again.append)
+    assert trained == [5, 6, 6]
+
+
+def test_a_reports_user_attrs_are_read_only_as_a_json_object():
+    from nas_attn.search.searcher import evaluator_attrs
+
+    assert evaluator_attrs({"user_attrs": '{"seed_val_accuracy": [0.5, 0.7]}'}) == {
+        "seed_val_accuracy": [0.5, 0.7]}
+    assert evaluator_attrs({"val_accuracy": 0.5}) == {}
+    assert evaluator_attrs({"user_attrs": "not json"}) == {}
+    assert evaluator_attrs({"user_attrs": "[1, 2]"}) == {}

@@ -8,11 +8,11 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from kill_helpers import cli, env, interrupt_when, start
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -22,10 +22,6 @@ synthetic: {choices: 40, epochs: 3, epoch_seconds: 0.4}
 search: {trials: 8, sampler: tpe, startup_trials: 3, seed: 3, max_concurrent: 2,
          cpus_per_trial: 1}
 """
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nas_attn", *args]
 
 
 def _finished(db: Path) -> int:
@@ -44,30 +40,13 @@ def _start_and_interrupt(tmp_path: Path, sig: int
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
     run = tmp_path / "run"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(_cli("search", str(study), "--out", str(run), "--num-cpus", "2",
-                                 "--quiet"), env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    try:
-        while _finished(run / "study.db") < 2:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "no trial finished in time"
-            time.sleep(0.2)
-        os.kill(proc.pid, sig)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-        try:  # Ray daemons the killed driver started (same session); ours to clean up
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    proc = start("search", str(study), "--out", str(run), "--num-cpus", "2", "--quiet")
+    out = interrupt_when(proc, lambda: _finished(run / "study.db") >= 2, sig,
+                         "two finished trials")
     before = json.loads((run / "run.json").read_text())
     assert before["status"] in ("running", "interrupted")
     assert before["options"]["startup_trials"] == 3  # the resumed segments' TPE starts so
-    res = subprocess.run(_cli("resume", str(run), "--num-cpus", "2", "--quiet"), env=env,
+    res = subprocess.run(cli("resume", str(run), "--num-cpus", "2", "--quiet"), env=env(),
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return run, proc, out, before
@@ -119,17 +98,14 @@ def test_resume_while_the_runs_own_driver_is_alive_is_refused(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.replace("max_concurrent: 2", "max_concurrent: 1"))
     run = tmp_path / "run"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.Popen(_cli("search", str(study), "--out", str(run), "--num-cpus", "1",
-                                 "--quiet"), env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start("search", str(study), "--out", str(run), "--num-cpus", "1", "--quiet")
     try:
         deadline = time.time() + 180
         while _finished(run / "study.db") < 1:
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.time() < deadline, "no trial finished in time"
             time.sleep(0.2)
-        res = subprocess.run(_cli("resume", str(run), "--num-cpus", "1", "--quiet"), env=env,
+        res = subprocess.run(cli("resume", str(run), "--num-cpus", "1", "--quiet"), env=env(),
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
         assert f"pid {proc.pid} on host {socket.gethostname()}" in res.stderr

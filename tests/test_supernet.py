@@ -222,3 +222,53 @@ def test_a_fixed_stage_trains_only_its_option(space, data):
     assert res.counts[1] == [4] * 38  # the other stages still trained fairly
     with pytest.raises(ConfigError, match=r"oneshot\.fixed\[0\]"):
         train_supernet(sn, data, _cfg(), "spos", fixed={0: 38})
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["spos", "learned"])
+def test_an_interrupted_training_resumes_at_its_next_epoch_with_the_same_weights(
+        space, data, tmp_path, mode):
+    """Interrupted after epoch 1 of 2 (its progress kept, then killed), resumed from the file:
+    starts at epoch 2 and ends with exactly the weights, counts and cost of an uninterrupted
+    run (``learned``: its logits too, a state-dict buffer, with their Adam state and baseline
+    kept in the progress); progress of another space or recipe is refused naming the
+    difference."""
+    from nas_attn.oneshot.checkpoint import PROGRESS, load_progress, save_progress
+
+    cfg = _cfg(epochs=2, seed=3)  # fairnas: the same state, 38 paths a step
+    rec = recipe_of(cfg, mode, 3)
+    whole = build_supernet(space, seed=3)
+    full = train_supernet(whole, data, cfg, mode)
+
+    def kill_after_first(ep):
+        if ep.epoch == 1:
+            raise _Killed
+
+    first = build_supernet(space, seed=3)
+    with pytest.raises(_Killed):
+        train_supernet(first, data, cfg, mode, callback=kill_after_first,
+                       on_state=lambda st: save_progress(tmp_path, st, first.space_hash, rec))
+    assert (tmp_path / PROGRESS).is_file()
+    again = build_supernet(space, seed=3)
+    state = load_progress(tmp_path, again, rec)
+    assert state["epoch"] == 1
+    seen: list[int] = []
+    res = train_supernet(again, data, cfg, mode, resume=state,
+                         callback=lambda ep: seen.append(ep.epoch))
+    assert seen == [2] and [e.epoch for e in res.epochs] == [1, 2]
+    assert res.counts == full.counts and res.path_passes == full.path_passes
+    assert res.arch_passes == full.arch_passes and (mode == "spos") == (res.arch_passes == 0)
+    a, b = whole.state_dict(), again.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ConfigError) as e:
+        load_progress(tmp_path, again, {**rec, "lr": 0.5})
+    assert e.value.field == "checkpoint.recipe.lr" and e.value.value == rec["lr"]
+    other = build_supernet(parse_space({**SPACE, "stages": {"default": SPACE["stages"]["2"]}}))
+    with pytest.raises(ConfigError) as e:
+        load_progress(tmp_path, other, rec)
+    assert e.value.field == "checkpoint.space_hash" and e.value.value == space.hash

@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ from torch import nn
 from nas_attn.backbones.pretrained import make_optimizer
 from nas_attn.config import config_from_mapping
 from nas_attn.errors import ConfigError, NonFiniteLossError
+from nas_attn.oneshot.checkpoint import restore_training, training_state
 from nas_attn.oneshot.learned import (
     FORWARD_SHARE,
     ArchUpdater,
@@ -104,6 +105,7 @@ class SupernetTraining:
     counts: list[list[int]] = field(default_factory=list)  # times each stage option was trained
     arch_passes: int = 0  # held-out forwards of ``learned`` (a third of a path pass each)
     arch_probs: list[list[float]] = field(default_factory=list)  # ``learned``: the result
+    epoch_type: ClassVar[type] = SupernetEpoch
 
     @property
     def cost_epochs(self) -> float:
@@ -116,7 +118,9 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
                    mode: str = "spos", *, seed: int | None = None,
                    fixed: Mapping[int, int] | None = None,
                    callback: Callable[[SupernetEpoch], Any] | None = None,
-                   learned: LearnedSettings | Mapping[str, Any] | None = None
+                   learned: LearnedSettings | Mapping[str, Any] | None = None,
+                   resume: Mapping[str, Any] | None = None,
+                   on_state: Callable[[dict[str, Any]], Any] | None = None
                    ) -> SupernetTraining:
     """Train ``supernet`` on ``data`` for ``cfg.epochs`` epochs of ``cfg``'s recipe, sampling
     paths by ``mode`` (:data:`MODES`); ``seed`` (default ``cfg.seed``) seeds weights' updates
@@ -124,7 +128,10 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
     sub-supernet (Zhao et al., ICML 2021, arXiv 2006.06863) trained from the supernet's
     weights. ``learned`` (:class:`~nas_attn.oneshot.learned.LearnedSettings` or its mapping;
     default settings) is for ``mode="learned"`` only; the logits it trains stay in
-    ``supernet.arch_logits()``."""
+    ``supernet.arch_logits()``.
+    ``on_state`` gets the resumable state after every epoch but the last
+    (:func:`~nas_attn.oneshot.checkpoint.training_state`), before ``callback``; ``resume``
+    (such a state) goes on after its epoch, ending with the weights of an uninterrupted run."""
     if mode not in MODES:
         raise ConfigError("oneshot.mode", mode, "unknown supernet training mode", MODES)
     if learned is not None and mode != "learned":
@@ -160,8 +167,11 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
         total, warmup = steps * cfg.epochs, round(cfg.warmup_epochs * steps)
         opt = make_optimizer(model, cfg)
         t0 = time.perf_counter()
-        step = 0
-        for epoch in range(1, cfg.epochs + 1):
+        step, first = 0, 1
+        if resume is not None:
+            first, step, elapsed = restore_training(resume, model, opt, rng, gen, result, arch)
+            t0 -= elapsed
+        for epoch in range(first, cfg.epochs + 1):
             model.train()
             perm = weight_idx[torch.randperm(len(weight_idx), generator=gen)]
             arch_perm = arch_idx[torch.randperm(len(arch_idx), generator=gen)]
@@ -205,6 +215,9 @@ def train_supernet(supernet: Supernet, data: DatasetBundle, cfg: TrainConfig,
             ep = SupernetEpoch(epoch, loss_sum / max(steps, 1), result.path_passes,
                                time.perf_counter() - t0)
             result.epochs.append(ep)
+            if on_state is not None and epoch < cfg.epochs:
+                on_state(training_state(epoch, step, model, opt, rng, gen, result,
+                                        time.perf_counter() - t0, arch))
             if callback is not None:
                 callback(ep)
         result.train_time_s = time.perf_counter() - t0

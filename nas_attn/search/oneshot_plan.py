@@ -12,7 +12,8 @@
   again, so a small space needs no more than its size);
 - ``confirm``: K, how many architectures of the predicted front are trained stand-alone
   (null: the predicted front's size, at most :data:`CONFIRM_CAP`);
-- ``seeds``: confirmation seeds (only 1: see docs/one-shot.md);
+- ``seeds``: K, confirmation seeds: each confirmed architecture is trained with the study's
+  seed and the next K - 1, its values the mean (:mod:`nas_attn.search.confirm_seeds`);
 - ``calibration_batches``: training batches for each score's BatchNorm recalibration.
 
 :func:`pick_confirmations` (which architectures to confirm) and :func:`still_to_confirm`
@@ -51,11 +52,6 @@ class OneShotSettings:
         check_int(self.proposals, "oneshot.proposals", low=1)
         check_int(self.confirm, "oneshot.confirm", low=1, none_ok=True)
         check_int(self.seeds, "oneshot.seeds", low=1)
-        if self.seeds != 1:
-            raise ConfigError("oneshot.seeds", self.seeds, "confirmation with several seeds is "
-                              "not built: each confirmed architecture is one trial of the "
-                              "run's study (retrain a pick over seeds with `nas-attn export "
-                              "--retrain --seeds K`)", [1])
         check_int(self.calibration_batches, "oneshot.calibration_batches", low=1)
 
     def to_dict(self) -> dict[str, Any]:

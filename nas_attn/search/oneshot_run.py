@@ -5,9 +5,10 @@ Three phases, all in the run folder, each resumable after ``kill -9``:
 1. **supernet**: the supernet of the study's space trained once, as one Ray trial through the
    search's execution layer (:func:`nas_attn.search.execution.run_segment`, the
    :func:`supernet_trial` trainable), with the study's recipe and ``oneshot.epochs``;
-   checkpointed in ``RUN_DIR/supernet/`` (:func:`nas_attn.oneshot.save_supernet`). A resume
-   reuses a finished checkpoint (its JSON is written last), refuses one of another space or
-   recipe (naming the difference), and retrains an unfinished one from the start.
+   checkpointed in ``RUN_DIR/supernet/`` (:func:`nas_attn.oneshot.save_supernet`), its
+   progress kept after every epoch (``progress.pt``). A resume reuses a finished checkpoint
+   (its JSON is written last), refuses a checkpoint or progress of another space or recipe
+   (naming the difference), and resumes an unfinished training after its last kept epoch.
 2. **search**: on the driver, Optuna (the study's sampler and objectives) proposes
    ``oneshot.proposals`` architectures; each is scored against the supernet (inherited
    weights, BatchNorm recalibrated, validation accuracy) and its costs come from the cost model
@@ -19,7 +20,9 @@ Three phases, all in the run folder, each resumable after ``kill -9``:
    study for each with its parameters fixed, so every confirmation is a real trial trained
    stand-alone with the study's recipe (early stopping off: K trials are not a population
    to halve), carrying its predictions as user attrs ``predicted_<objective>`` and
-   ``predicted_number``. The run's front is the confirmed one.
+   ``predicted_number``; with ``oneshot.seeds`` K > 1 each trial trains it with K seeds and
+   reports the mean (:mod:`nas_attn.search.confirm_seeds`). The run's front is the confirmed
+   one.
 
 The runner calls :func:`prepare_confirmation` before its segment; phase 3 is the runner's own
 segment.
@@ -69,6 +72,9 @@ class OneShotContext:
     quiet: bool
     console: Any
     sampler: Callable[[int], Any]
+    # enters a Ray runtime kept until the run's end (the runner's), so the supernet's trial
+    # and the confirmation share one start; None: a runtime for the supernet's trial alone
+    runtime: Callable[[], Any] | None = None
 
     def say(self, text: str) -> None:
         if not self.quiet and self.console is not None:
@@ -94,6 +100,7 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
     """Phases 1 and 2 (each skipped when done), then the setup and the fixed parameters of the
     confirmation segment; sets ``requested_trials`` (K) in run.json."""
     from nas_attn.oneshot import build_supernet, load_supernet
+    from nas_attn.oneshot.checkpoint import load_progress
 
     settings = OneShotSettings(**setup.oneshot)
     rec = recipe(setup)
@@ -101,8 +108,11 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
     supernet = build_supernet(setup.propose.space, seed=int(rec["seed"]))
     oneshot = dict(ctx.info.get("oneshot") or {})
     if not (folder / "supernet.json").is_file():
+        progress = load_progress(folder, supernet, rec)  # refuses another space or recipe
+        after = f", resumed after epoch {progress['epoch']}" if progress else ""
         ctx.say(f"one-shot 1/3: training the supernet ({settings.mode}, {settings.epochs} "
-                "epochs) as one Ray trial")
+                f"epochs{after}) as one Ray trial")
+        del progress
         _update(ctx, oneshot, phase="supernet")
         train_phase(setup, ctx, folder, rec)
     meta = load_supernet(supernet, folder, rec)  # refuses another space or recipe
@@ -122,8 +132,22 @@ def prepare_confirmation(setup: Any, study: Any, ctx: OneShotContext
                            "predicted_number": p.number} for p in picks}
     queue = [dict(p.params) for p in todo]
     confirm = dataclasses.replace(setup, propose=ConfirmProposer(setup.propose, attrs),
-                                  early_stopping={})
+                                  early_stopping={}, **seeded(setup, settings))
     return confirm, lambda: queue.pop(0) if queue else None
+
+
+def seeded(setup: Any, settings: OneShotSettings) -> dict[str, Any]:
+    """The evaluator of a confirmation with ``settings.seeds`` > 1: each trial trains its
+    architecture once per seed (:mod:`nas_attn.search.confirm_seeds`); {} for one seed."""
+    from nas_attn.config import parse_seeds
+    from nas_attn.search.confirm_seeds import SEEDS_EVALUATOR, seeded_settings
+
+    if settings.seeds == 1:
+        return {}
+    first = int(setup.evaluate_settings["train"].get("seed", 0))
+    seeds = parse_seeds(settings.seeds, "oneshot.seeds", first=first)
+    return {"evaluator": SEEDS_EVALUATOR,
+            "evaluate_settings": seeded_settings(setup.evaluate_settings, setup.evaluator, seeds)}
 
 
 def _update(ctx: OneShotContext, oneshot: dict[str, Any], **changes: Any) -> None:
@@ -213,7 +237,9 @@ def train_phase(setup: Any, ctx: OneShotContext, folder: Path, rec: Mapping[str,
                 "data": dict(setup.evaluate_settings["data"]), "folder": str(folder.resolve()),
                 "cpus_per_trial": o.cpus_per_trial, "gpus_per_trial": o.gpus_per_trial}
     job = SupernetJob({"spec_hash": "supernet"}, int(rec["epochs"]), ctx.info["run_id"])
-    with ex.ray_runtime(ctx.address, ctx.num_cpus, ctx.num_gpus):
+    if ctx.runtime is not None:
+        ctx.runtime()
+    with ex.ray_runtime(ctx.address, ctx.num_cpus, ctx.num_gpus):  # joins the runner's
         interrupted = ex.run_segment(supernet_trial, settings, job, ctx.run_dir,
                                      ex.TrialResources(o.cpus_per_trial, o.gpus_per_trial), jobs=1)
     if interrupted:
@@ -232,6 +258,7 @@ def supernet_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> No
 
     from nas_attn.data import load_dataset
     from nas_attn.oneshot import build_supernet, save_supernet, train_supernet
+    from nas_attn.oneshot.checkpoint import PROGRESS, load_progress, save_progress
     from nas_attn.search.fingerprint import canonical_json
     from nas_attn.search.trainable import trial_device, worker_cache
     from nas_attn.space import parse_space
@@ -254,11 +281,16 @@ def supernet_trial(config: Mapping[str, Any], settings: Mapping[str, Any]) -> No
     cfg = TrainConfig(**{**rec, "seed": seed, "threads": cpus, "device": trial_device(
         "auto", settings.get("gpus_per_trial"))})
     supernet = build_supernet(space, seed=seed)
-    run = train_supernet(supernet, data, cfg, mode, callback=lambda ep: tune.report(
-        {"epoch": ep.epoch, "train_loss": ep.train_loss, "path_passes": ep.path_passes}))
-    save_supernet(supernet.to("cpu"), settings["folder"], settings["recipe"],
+    folder = Path(settings["folder"])
+    resume = load_progress(folder, supernet, settings["recipe"])  # refused: another recipe
+    run = train_supernet(supernet, data, cfg, mode, resume=resume, callback=lambda ep: tune.report(
+        {"epoch": ep.epoch, "train_loss": ep.train_loss, "path_passes": ep.path_passes}),
+        on_state=lambda st: save_progress(folder, st, space.hash, settings["recipe"]))
+    save_supernet(supernet.to("cpu"), folder, settings["recipe"],
                   {"cost_epochs": run.cost_epochs, "train_time_s": round(run.train_time_s, 3),
-                   "epochs": len(run.epochs)})
+                   "epochs": len(run.epochs),
+                   "resumed_after_epoch": int(resume["epoch"]) if resume else 0})
+    (folder / PROGRESS).unlink(missing_ok=True)
 
 
 # -- phase 2: Optuna against the supernet, on the driver --------------------------------------

@@ -28,7 +28,8 @@ from nas_attn.objectives import ACCURACY, COSTS, FLOPS, Objective, objectives_of
 CRITERIA = ("max-accuracy", "min-flops", "knee")
 _ATTRS = ("run_id", "fail_reason", "fail_message", "counts", "spec_hash", "reused",
           "reused_from", "promoted_from", "resume_epoch", "epochs_trained", "last_accuracy",
-          "train_seconds", "images_per_s", "node_id", "node_ip")
+          "train_seconds", "images_per_s", "node_id", "node_ip",
+          "confirm_seeds", "seed_val_accuracy")  # a one-shot run's seeds (confirm_seeds.py)
 
 
 def trials_frame(study: Any) -> Any:

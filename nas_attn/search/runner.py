@@ -18,6 +18,7 @@ A SIGINT (Ctrl-C) lets Ray end the segment; trials still running are told FAIL `
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -336,6 +337,7 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
     shared = not info.get("storage_in_run_dir", False)
     progress = None
     interrupted, stop_reason, error = False, None, None
+    runtime = contextlib.ExitStack()  # a Ray runtime the one-shot phases started, if any
     try:
         fixed_params = None
         if setup.oneshot is not None:  # train the supernet, search against it, then confirm
@@ -343,7 +345,9 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
 
             ctx = OneShotContext(run_dir, info, address, num_cpus, num_gpus, quiet, console,
                                  lambda n: _sampler(setup, segment_seed(
-                                     int(info["seed"]), n, run_id, shared)))
+                                     int(info["seed"]), n, run_id, shared)),
+                                 lambda: runtime.enter_context(
+                                     ex.ray_runtime(address, num_cpus, num_gpus)))
             setup, fixed_params = prepare_confirmation(setup, study, ctx)  # sets K in info
         orphans = reconcile(study, run_id)
         already = counted(study, run_id)
@@ -364,6 +368,7 @@ def _run(setup: SearchSetup, study: Any, run_dir: Path, info: dict[str, Any],
         error = e
         raise
     finally:
+        runtime.close()
         done = counted(study, run_id) if error is None else 0
         status, message = rd.ended_status(int(info["requested_trials"]), done, interrupted,
                                           stop_reason, error)

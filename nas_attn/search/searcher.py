@@ -128,6 +128,22 @@ def remember(done: Any, spec_hash: str, trial: Any) -> None:
         done[spec_hash] = trial
 
 
+def evaluator_attrs(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The user attrs an evaluator's report carries (:data:`~nas_attn.search.trainable.
+    USER_ATTRS_KEY`, a JSON object as a string); {} when there are none or they do not parse."""
+    from nas_attn.search.trainable import USER_ATTRS_KEY
+
+    raw = result.get(USER_ATTRS_KEY)
+    if not isinstance(raw, str):
+        return {}
+    try:
+        attrs = json.loads(raw)
+    except json.JSONDecodeError:
+        log.warning("a trial reported user attrs that are not JSON: %.200s", raw)
+        return {}
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
 def outcome_of(trial: Any) -> Outcome:
     """The outcome a stored trial ended with (to reuse it for a duplicate architecture)."""
     from optuna.trial import TrialState
@@ -316,6 +332,7 @@ class AskTellSearcher(TrialBookkeeping):
                 v = p.last_result.get(k)
                 if is_finite_number(v):
                     attrs[k] = float(v)
+            attrs.update(evaluator_attrs(p.last_result))
         out = Outcome(out.state, out.values, attrs)
         frozen = self._tell(p.trial, out)
         self._count(out.state)

@@ -39,6 +39,10 @@ state, :func:`state_name`) and ``resume_epoch``: a promoted trial (``config["res
 goes on after that epoch, so its first report is epoch ``resume_epoch + 1``. An evaluator that
 cannot resume must retrain the first ``resume_epoch`` epochs without reporting them; one that
 reports past the epoch budget is failed (``missing_metric``), as one that reports too few.
+
+User attrs from an evaluator: a report may carry ``user_attrs`` (:data:`USER_ATTRS_KEY`), a JSON
+object as a string; the searcher sets the last report's on the trial when it ends (the
+multi-seed confirmation's per-seed accuracies, :mod:`nas_attn.search.confirm_seeds`).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_DIR = "states"  # resumable states of stopped trials (promotion)
 TRIAL_KEY = "_trial"
 PLACEMENT_KEY = "cuda_visible_devices"
+# a report's JSON object of user attrs for the trial (the last report's are set when it ends)
+USER_ATTRS_KEY = "user_attrs"
 
 
 def trial_device(requested: str, gpus_per_trial: float | None) -> str:
