@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nas_attn.files import write_atomically
+from nas_attn.objectives import is_finite_number
 from nas_attn.search.trainable import TRIAL_KEY, USER_ATTRS_KEY, resolve_evaluator
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def train_seeds(spec: dict, settings: dict,
             curve = []
             inner(spec, {**base, "train": {**dict(base["train"]), "seed": seed}},
                   lambda m, c=curve: c.append(dict(m)))
-            if len(curve) == epochs and all(_finite(m.get("val_accuracy")) for m in curve):
+            if len(curve) == epochs and all(is_finite_number(m.get("val_accuracy")) for m in curve):
                 _keep(path, spec_hash, seed, curve)
         curves.append(curve)
     if any(len(c) != epochs for c in curves):  # the trainable names the missing epochs
@@ -123,6 +123,3 @@ def train_seeds(spec: dict, settings: dict,
                  PER_SEED: [c[-1].get("val_accuracy") for c in curves]})}
         report_epoch(metrics)
 
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
